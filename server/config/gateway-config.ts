@@ -1,0 +1,112 @@
+/** The validated, fully defaulted gateway configuration. See docs in README "Configuration". */
+
+export interface TokenSelector {
+  /** CKA token label (CK_TOKEN_INFO.label, trailing spaces trimmed). */
+  label?: string;
+  /** CK_TOKEN_INFO.serialNumber. */
+  serial?: string;
+}
+
+export interface PinSource {
+  /** Path of a file whose content (trailing newline trimmed) is the user PIN. */
+  file?: string;
+  /** Name of an environment variable holding the user PIN. */
+  env?: string;
+}
+
+export interface SessionPoolConfig {
+  min: number;
+  max: number;
+  /** How long a request may wait for a free session before RESOURCE_EXHAUSTED. */
+  acquireTimeoutMs: number;
+  /** Requests allowed to wait for a session; beyond it RESOURCE_EXHAUSTED at once. */
+  maxWaiting: number;
+  /** A session idle longer than this is checked with C_GetSessionInfo before reuse. */
+  validateAfterIdleMs: number;
+}
+
+export interface Pkcs11Config {
+  module: string;
+  token: TokenSelector;
+  pin: PinSource;
+  /** Threads that run the blocking PKCS#11 sign calls. */
+  signThreads: number;
+  sessions: SessionPoolConfig;
+  /** A single HSM call taking longer than this frees its caller with UNAVAILABLE. */
+  operationTimeoutMs: number;
+  /** How often the token's login state is checked (health, readiness). */
+  healthCheckIntervalMs: number;
+  /** First and longest delay between reconnection attempts after an HSM failure. */
+  reconnectBackoffMs: { initial: number; max: number };
+  /** Accept keys that are extractable or not sensitive (a warning is logged per key). */
+  allowExtractableKeys: boolean;
+}
+
+export interface KeyConfig {
+  /** The name clients use. */
+  name: string;
+  /** CKA_LABEL of the private key. */
+  label?: string;
+  /** CKA_ID of the private key, lowercase hex. */
+  id?: string;
+  /** RFC 7512 PKCS#11 URI (object= and/or id= are used). */
+  uri?: string;
+}
+
+export interface AuthorizationRule {
+  /** An identity, or a prefix followed by a trailing `*`. */
+  identity: string;
+  /** Key names, or prefixes followed by a trailing `*`. */
+  keys: string[];
+  /** SignatureAlgorithm names; empty means every algorithm the key supports. */
+  algorithms: string[];
+}
+
+export interface ListenConfig {
+  /** gRPC (mTLS) host:port. */
+  grpc: string;
+  /** HTTP host:port for /metrics, /healthz, /readyz. */
+  http: string;
+}
+
+export interface TlsConfig {
+  cert: string;
+  key: string;
+  clientCa: string;
+}
+
+export interface LimitsConfig {
+  /** Sign requests being handled at once (waiting or signing), across all callers. */
+  maxInFlight: number;
+  /** Requests in flight on one SignStream. */
+  maxStreamInFlight: number;
+  /** Cap on a `message` input, in bytes. */
+  maxMessageBytes: number;
+  /** Cap on a whole gRPC message received, in bytes. */
+  maxReceiveMessageBytes: number;
+  /** Deadline applied to a sign request when the call carries none (and to SignStream items). */
+  requestTimeoutMs: number;
+  /** Concurrent gRPC streams per HTTP/2 connection. */
+  maxConcurrentStreams: number;
+}
+
+export interface LoggingConfig {
+  level: LogLevel;
+  /** One JSON audit line per sign request. */
+  audit: boolean;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface GatewayConfig {
+  /** Directory relative paths were resolved against (the config file's directory). */
+  baseDir: string;
+  pkcs11: Pkcs11Config;
+  keys: KeyConfig[];
+  listen: ListenConfig;
+  tls: TlsConfig;
+  authorization: { rules: AuthorizationRule[] };
+  limits: LimitsConfig;
+  logging: LoggingConfig;
+  shutdown: { graceMs: number };
+}

@@ -1,0 +1,212 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ALL_ALGORITHM_NAMES } from '../signing/algorithms';
+import { ConfigError } from './config-error';
+import { FieldReader } from './field-reader';
+import type { AuthorizationRule, GatewayConfig, KeyConfig, LogLevel } from './gateway-config';
+import { parsePkcs11Uri } from '../pkcs11/rfc7512';
+
+export const DEFAULT_GRPC_LISTEN = '127.0.0.1:8443';
+export const DEFAULT_HTTP_LISTEN = '127.0.0.1:9464';
+export const DEFAULT_SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * Environment variables that override the file. Each names the field it overrides so
+ * that a validation error can say where the bad value came from.
+ */
+const ENV_OVERRIDES: ReadonlyArray<{ env: string; field: string[] }> = [
+  { env: 'HSMGW_LISTEN', field: ['listen', 'grpc'] },
+  { env: 'HSMGW_METRICS_LISTEN', field: ['listen', 'http'] },
+  { env: 'HSMGW_PKCS11_MODULE', field: ['pkcs11', 'module'] },
+  { env: 'HSMGW_TOKEN_LABEL', field: ['pkcs11', 'token', 'label'] },
+  { env: 'HSMGW_PIN_FILE', field: ['pkcs11', 'pin', 'file'] },
+  { env: 'HSMGW_LOG_LEVEL', field: ['logging', 'level'] },
+];
+
+function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  for (const { env: name, field } of ENV_OVERRIDES) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    let node = doc;
+    for (const part of field.slice(0, -1)) {
+      const next = node[part];
+      if (next === undefined || next === null || typeof next !== 'object') node[part] = {};
+      node = node[part] as Record<string, unknown>;
+    }
+    node[field[field.length - 1]] = value;
+    // The PIN file replaces any PIN source from the file.
+    if (name === 'HSMGW_PIN_FILE') delete node.env;
+  }
+  return doc;
+}
+
+export function parseListenAddress(field: string, value: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(field, `must be host:port, e.g. 127.0.0.1:8443 (got ${JSON.stringify(value)})`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+function readKeys(root: FieldReader): KeyConfig[] {
+  const names = new Set<string>();
+  return root.list('keys').map((k) => {
+    k.rejectUnknown(['name', 'label', 'id', 'uri']);
+    const name = k.string('name');
+    if (!KEY_NAME.test(name)) throw new ConfigError(`${k.path}.name`, 'must be 1-128 characters of letters, digits, ".", "_" or "-", starting with a letter or digit');
+    if (names.has(name)) throw new ConfigError(`${k.path}.name`, `duplicate key name "${name}"`);
+    names.add(name);
+    const key: KeyConfig = { name, label: k.optionalString('label'), id: k.optionalString('id')?.toLowerCase(), uri: k.optionalString('uri') };
+    if (key.id !== undefined && !/^([0-9a-f]{2})+$/.test(key.id)) throw new ConfigError(`${k.path}.id`, 'must be an even number of hex digits (the CKA_ID)');
+    if (key.uri !== undefined) {
+      try {
+        const uri = parsePkcs11Uri(key.uri);
+        if (uri.object === undefined && uri.id === undefined) throw new Error('needs object= or id=');
+      } catch (err) {
+        throw new ConfigError(`${k.path}.uri`, (err as Error).message);
+      }
+    }
+    if (key.label === undefined && key.id === undefined && key.uri === undefined) {
+      throw new ConfigError(k.path, 'needs label, id or uri to find the key on the token');
+    }
+    return key;
+  });
+}
+
+function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[] {
+  const authz = root.object('authorization');
+  authz.rejectUnknown(['rules']);
+  return authz.list('rules').map((r) => {
+    r.rejectUnknown(['identity', 'keys', 'algorithms']);
+    const identity = r.string('identity');
+    if (identity.indexOf('*') !== -1 && identity.indexOf('*') !== identity.length - 1) {
+      throw new ConfigError(`${r.path}.identity`, 'a wildcard is allowed only as the last character');
+    }
+    const keys = r.stringList('keys');
+    if (keys.length === 0) throw new ConfigError(`${r.path}.keys`, 'must list at least one key name (deny is the default)');
+    for (const [i, k] of keys.entries()) {
+      if (k.includes('*') && k.indexOf('*') !== k.length - 1) throw new ConfigError(`${r.path}.keys[${i}]`, 'a wildcard is allowed only as the last character');
+      if (!k.includes('*') && !keyNames.has(k)) throw new ConfigError(`${r.path}.keys[${i}]`, `no key named "${k}" in keys`);
+    }
+    const algorithms = r.stringList('algorithms');
+    for (const [i, a] of algorithms.entries()) {
+      if (!ALL_ALGORITHM_NAMES.includes(a)) throw new ConfigError(`${r.path}.algorithms[${i}]`, `unknown algorithm "${a}" (expected one of: ${ALL_ALGORITHM_NAMES.join(', ')})`);
+    }
+    return { identity, keys, algorithms };
+  });
+}
+
+function resolvePath(baseDir: string, p: string): string {
+  const expanded = p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p;
+  return path.resolve(baseDir, expanded);
+}
+
+/** Validates a parsed document into a GatewayConfig with every default filled in. */
+export function buildConfig(document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const root = FieldReader.root(applyEnvOverrides(structuredClone((document ?? {}) as Record<string, unknown>), env));
+  root.rejectUnknown(['pkcs11', 'keys', 'listen', 'tls', 'authorization', 'limits', 'logging', 'shutdown']);
+
+  const p = root.object('pkcs11');
+  p.rejectUnknown(['module', 'token', 'pin', 'signThreads', 'sessions', 'operationTimeoutMs', 'healthCheckIntervalMs', 'reconnectBackoffMs', 'allowExtractableKeys']);
+  const token = p.object('token');
+  token.rejectUnknown(['label', 'serial']);
+  const tokenSel = { label: token.optionalString('label'), serial: token.optionalString('serial') };
+  if (tokenSel.label === undefined && tokenSel.serial === undefined) throw new ConfigError('pkcs11.token', 'needs label or serial');
+  const pin = p.object('pin');
+  pin.rejectUnknown(['file', 'env']);
+  const pinSource = { file: pin.optionalString('file'), env: pin.optionalString('env') };
+  if ((pinSource.file === undefined) === (pinSource.env === undefined)) {
+    throw new ConfigError('pkcs11.pin', 'needs exactly one of file or env (the PIN itself is never written in the config)');
+  }
+  if (pinSource.file !== undefined) pinSource.file = resolvePath(baseDir, pinSource.file);
+  const sessions = p.object('sessions');
+  sessions.rejectUnknown(['min', 'max', 'acquireTimeoutMs', 'maxWaiting', 'validateAfterIdleMs']);
+  const max = sessions.integer('max', 8, 1, 4096);
+  const min = sessions.integer('min', Math.min(2, max), 0, 4096);
+  if (min > max) throw new ConfigError('pkcs11.sessions.min', `must not exceed pkcs11.sessions.max (${max})`);
+  const backoff = p.object('reconnectBackoffMs');
+  backoff.rejectUnknown(['initial', 'max']);
+  const backoffInitial = backoff.integer('initial', 500, 10);
+  const backoffMax = backoff.integer('max', 30_000, backoffInitial);
+
+  const keys = readKeys(root);
+  const rules = readRules(root, new Set(keys.map((k) => k.name)));
+
+  const listen = root.object('listen');
+  listen.rejectUnknown(['grpc', 'http']);
+  const grpcListen = listen.string('grpc', DEFAULT_GRPC_LISTEN);
+  const httpListen = listen.string('http', DEFAULT_HTTP_LISTEN);
+  parseListenAddress('listen.grpc', grpcListen);
+  parseListenAddress('listen.http', httpListen);
+
+  const tls = root.object('tls');
+  tls.rejectUnknown(['cert', 'key', 'clientCa']);
+  const limits = root.object('limits');
+  limits.rejectUnknown(['maxInFlight', 'maxStreamInFlight', 'maxMessageBytes', 'maxReceiveMessageBytes', 'requestTimeoutMs', 'maxConcurrentStreams']);
+  const maxMessageBytes = limits.integer('maxMessageBytes', 64 * 1024, 1, 16 * 1024 * 1024);
+  const logging = root.object('logging');
+  logging.rejectUnknown(['level', 'audit']);
+  const shutdown = root.object('shutdown');
+  shutdown.rejectUnknown(['graceMs']);
+
+  return {
+    baseDir,
+    pkcs11: {
+      module: resolvePath(baseDir, p.string('module', DEFAULT_SOFTHSM_MODULE)),
+      token: tokenSel,
+      pin: pinSource,
+      signThreads: p.integer('signThreads', 2, 1, 64),
+      sessions: {
+        min,
+        max,
+        acquireTimeoutMs: sessions.integer('acquireTimeoutMs', 2000, 1),
+        maxWaiting: sessions.integer('maxWaiting', 1024, 0),
+        validateAfterIdleMs: sessions.integer('validateAfterIdleMs', 30_000, 0),
+      },
+      operationTimeoutMs: p.integer('operationTimeoutMs', 5000, 10),
+      healthCheckIntervalMs: p.integer('healthCheckIntervalMs', 5000, 100),
+      reconnectBackoffMs: { initial: backoffInitial, max: backoffMax },
+      allowExtractableKeys: p.boolean('allowExtractableKeys', false),
+    },
+    keys,
+    listen: { grpc: grpcListen, http: httpListen },
+    tls: {
+      cert: resolvePath(baseDir, tls.string('cert')),
+      key: resolvePath(baseDir, tls.string('key')),
+      clientCa: resolvePath(baseDir, tls.string('clientCa')),
+    },
+    authorization: { rules },
+    limits: {
+      maxInFlight: limits.integer('maxInFlight', 4096, 1),
+      maxStreamInFlight: limits.integer('maxStreamInFlight', 1024, 1),
+      maxMessageBytes,
+      maxReceiveMessageBytes: limits.integer('maxReceiveMessageBytes', maxMessageBytes + 4096, maxMessageBytes + 64),
+      requestTimeoutMs: limits.integer('requestTimeoutMs', 5000, 1),
+      maxConcurrentStreams: limits.integer('maxConcurrentStreams', 1000, 1),
+    },
+    logging: {
+      level: logging.oneOf<LogLevel>('level', ['debug', 'info', 'warn', 'error'], 'info'),
+      audit: logging.boolean('audit', true),
+    },
+    shutdown: { graceMs: shutdown.integer('graceMs', 10_000, 0) },
+  };
+}
+
+/** Reads, parses and validates a YAML config file. Errors are ConfigError with one clear line. */
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('(file)', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError('(file)', `${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return buildConfig(doc, path.dirname(path.resolve(file)), env);
+}

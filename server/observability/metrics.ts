@@ -1,0 +1,125 @@
+import * as client from 'prom-client';
+
+/** Latency buckets sized for HSM operations: 100 µs doubling up to ~6.5 s. */
+const LATENCY_BUCKETS = Array.from({ length: 17 }, (_, i) => 0.0001 * 2 ** i);
+
+export interface PoolGaugeSource {
+  poolStats: { size: number; inUse: number; idle: number; waiting: number; max: number };
+  ready: boolean;
+}
+
+/**
+ * Every metric the gateway exports, declared once. The hot path calls the small methods at the
+ * bottom, never the metric objects directly, and label children are cached.
+ */
+export class GatewayMetrics {
+  readonly registry = new client.Registry();
+
+  private readonly signRequests = new client.Counter({
+    name: 'hsmgw_sign_requests_total',
+    help: 'Sign requests answered (unary Sign and each SignStream item), by key, algorithm and gRPC status code name.',
+    labelNames: ['key', 'algorithm', 'code'] as const,
+    registers: [this.registry],
+  });
+  private readonly requestDuration = new client.Histogram({
+    name: 'hsmgw_sign_request_duration_seconds',
+    help: 'Whole sign request, from receipt to answer, including queueing for a session and the HSM call.',
+    labelNames: ['rpc'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly sessionWait = new client.Histogram({
+    name: 'hsmgw_session_wait_seconds',
+    help: 'Time a sign request waited for a free PKCS#11 session (queue time).',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly hsmOperation = new client.Histogram({
+    name: 'hsmgw_hsm_operation_seconds',
+    help: 'Time inside the HSM: C_SignInit + C_Sign on the sign thread, not including any queueing.',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly hsmErrors = new client.Counter({
+    name: 'hsmgw_hsm_errors_total',
+    help: 'PKCS#11 calls that failed, by CKR name.',
+    labelNames: ['ckr'] as const,
+    registers: [this.registry],
+  });
+  private readonly authzDenials = new client.Counter({
+    name: 'hsmgw_authorization_denials_total',
+    help: 'Requests refused with PERMISSION_DENIED or UNAUTHENTICATED, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly inFlight = new client.Gauge({
+    name: 'hsmgw_in_flight_requests',
+    help: 'Sign requests being handled now (waiting for a session or signing).',
+    registers: [this.registry],
+  });
+  private readonly reconnects = new client.Counter({
+    name: 'hsmgw_hsm_reconnects_total',
+    help: 'Attempts to re-initialise the PKCS#11 module and log in again after an HSM failure, by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  private readonly logins = new client.Counter({
+    name: 'hsmgw_hsm_logins_total',
+    help: 'Re-login attempts after CKR_USER_NOT_LOGGED_IN, by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  private readonly sessionsDiscarded = new client.Counter({
+    name: 'hsmgw_sessions_discarded_total',
+    help: 'PKCS#11 sessions thrown away instead of reused, by reason (session-lost, timeout, error).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly certificateExpiry = new client.Gauge({
+    name: 'hsmgw_tls_certificate_expiry_timestamp_seconds',
+    help: 'Unix time at which the gateway\'s own TLS server certificate expires.',
+    registers: [this.registry],
+  });
+
+  private readonly signCounterChildren = new Map<string, client.Counter.Internal>();
+  private readonly unaryDuration = this.requestDuration.labels('Sign');
+  private readonly streamDuration = this.requestDuration.labels('SignStream');
+
+  constructor(source: PoolGaugeSource) {
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'hsmgw_' });
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new client.Gauge({ name, help, registers: [this.registry], collect() { this.set(read()); } });
+    };
+    gauge('hsmgw_pool_sessions', 'PKCS#11 sessions open in the pool (idle + in use).', () => source.poolStats.size);
+    gauge('hsmgw_pool_sessions_in_use', 'Pooled sessions lent to a sign request right now.', () => source.poolStats.inUse);
+    gauge('hsmgw_pool_sessions_max', 'Configured maximum pool size (pkcs11.sessions.max).', () => source.poolStats.max);
+    gauge('hsmgw_pool_waiting_requests', 'Sign requests waiting for a free session.', () => source.poolStats.waiting);
+    gauge('hsmgw_hsm_ready', '1 while the token is logged in and sessions can be had; 0 otherwise.', () => (source.ready ? 1 : 0));
+    this.inFlight.set(0);
+  }
+
+  signAnswered(key: string, algorithm: string, code: string, seconds: number, rpc: 'Sign' | 'SignStream'): void {
+    const id = `${key}\u0000${algorithm}\u0000${code}`;
+    let child = this.signCounterChildren.get(id);
+    if (!child) {
+      child = this.signRequests.labels(key, algorithm, code);
+      this.signCounterChildren.set(id, child);
+    }
+    child.inc();
+    (rpc === 'Sign' ? this.unaryDuration : this.streamDuration).observe(seconds);
+  }
+
+  hsmTimings(waitSeconds: number, hsmSeconds: number): void {
+    this.sessionWait.observe(waitSeconds);
+    this.hsmOperation.observe(hsmSeconds);
+  }
+
+  requestStarted(): void { this.inFlight.inc(); }
+  requestFinished(): void { this.inFlight.dec(); }
+  hsmError(ckr: string): void { this.hsmErrors.labels(ckr).inc(); }
+  authorizationDenied(reason: string): void { this.authzDenials.labels(reason).inc(); }
+  reconnectAttempt(ok: boolean): void { this.reconnects.labels(ok ? 'ok' : 'failed').inc(); }
+  loginAttempt(ok: boolean): void { this.logins.labels(ok ? 'ok' : 'failed').inc(); }
+  sessionDiscarded(reason: string): void { this.sessionsDiscarded.labels(reason).inc(); }
+  serverCertificateExpiry(unixSeconds: number): void { this.certificateExpiry.set(unixSeconds); }
+}

@@ -1,0 +1,277 @@
+import type { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
+import type { KeyConfig, Pkcs11Config } from '../config/gateway-config';
+import { ckrName, classifyCkr } from './ckr';
+import { HsmBusyError, HsmDeadlineError, HsmOperationError, HsmRejectedError, HsmUnavailableError } from './hsm-errors';
+import { HsmModule } from './hsm-module';
+import { refreshCertificateChains, resolveKeys, type KeyWarning, type ResolvedKey } from './key-store';
+import { SessionPool, type PooledSession, type SessionPoolStats } from './session-pool';
+import { SignExecutor, SignJobError, SignJobTimeoutError } from './sign-executor';
+
+export type HsmState = 'starting' | 'ready' | 'unavailable' | 'closed';
+
+/** What the HSM layer reports; the observability layer turns it into metrics and logs. */
+export interface HsmObserver {
+  stateChanged(state: HsmState, reason: string): void;
+  hsmError(ckr: string): void;
+  reconnectAttempt(ok: boolean, error?: string): void;
+  loginAttempt(ok: boolean, error?: string): void;
+  sessionDiscarded(reason: 'session-lost' | 'timeout' | 'error'): void;
+  keyWarning(warning: KeyWarning): void;
+}
+
+export interface SignTiming {
+  signature: Buffer;
+  /** Time waiting for a session. */
+  waitSeconds: number;
+  /** Time inside C_SignInit + C_Sign (last attempt). */
+  hsmSeconds: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The HSM as the rest of the gateway sees it: named keys and a `sign` call. It owns the module
+ * lifecycle (initialise, login once, reconnect with backoff), the session pool and the sign
+ * threads, and turns PKCS#11 failures into the Hsm*Error classes.
+ */
+export class Hsm {
+  private module: HsmModule;
+  private controlSession: Buffer | undefined;
+  private pool: SessionPool | undefined;
+  private readonly executor: SignExecutor;
+  private keyMap = new Map<string, ResolvedKey>();
+  private currentState: HsmState = 'starting';
+  private healthTimer: NodeJS.Timeout | undefined;
+  private reconnecting: Promise<void> | undefined;
+  private nextLoginAt = 0;
+  private loginBackoffMs: number;
+  /** Set when the token refused the PIN: retrying could lock it, so only an operator fixes this. */
+  private pinRejected = false;
+
+  constructor(
+    private readonly config: Pkcs11Config,
+    private readonly keyConfigs: KeyConfig[],
+    private readonly pin: string,
+    private readonly observer: HsmObserver,
+  ) {
+    this.module = new HsmModule(config.module);
+    this.loginBackoffMs = config.reconnectBackoffMs.initial;
+    this.executor = new SignExecutor(config.module, config.signThreads, config.operationTimeoutMs, {
+      threadStuck: () => this.observer.sessionDiscarded('timeout'),
+    });
+  }
+
+  get state(): HsmState {
+    return this.currentState;
+  }
+
+  get ready(): boolean {
+    return this.currentState === 'ready';
+  }
+
+  key(name: string): ResolvedKey | undefined {
+    return this.keyMap.get(name);
+  }
+
+  keys(): ResolvedKey[] {
+    return [...this.keyMap.values()];
+  }
+
+  get poolStats(): SessionPoolStats {
+    return this.pool?.stats ?? { size: 0, inUse: 0, idle: 0, waiting: 0, max: this.config.sessions.max };
+  }
+
+  /** Connects once; a failure here is fatal (wrong module, token, PIN or key names). */
+  async start(): Promise<void> {
+    this.connect();
+    await this.executor.start();
+    this.setState('ready', 'started');
+    this.healthTimer = setInterval(() => this.checkHealth(), this.config.healthCheckIntervalMs);
+    this.healthTimer.unref();
+  }
+
+  private connect(): void {
+    this.module.load();
+    this.module.initialize();
+    this.module.selectToken(this.config.token);
+    const control = this.module.openSession();
+    try {
+      this.module.login(control, this.pin);
+    } catch (err) {
+      this.module.closeSession(control);
+      if (/CKR_PIN_(INCORRECT|LOCKED|INVALID|LEN_RANGE|EXPIRED)/.test((err as Error).message)) this.pinRejected = true;
+      throw err;
+    }
+    this.controlSession = control;
+    const { keys, warnings } = resolveKeys(this.module, control, this.keyConfigs, this.config.allowExtractableKeys);
+    for (const w of warnings) this.observer.keyWarning(w);
+    this.keyMap = keys;
+    const module = this.module;
+    this.pool = new SessionPool(
+      { open: () => module.openSession(), close: (h) => module.closeSession(h), alive: (h) => module.sessionAlive(h) },
+      this.config.sessions,
+      this.config.reconnectBackoffMs,
+      (err) => this.onFailure(ckrName(err), 'C_OpenSession'),
+    );
+  }
+
+  /** Re-reads certificate chains from the token (SIGHUP, or a periodic refresh). */
+  refreshCertificates(): void {
+    if (this.controlSession && this.ready) refreshCertificateChains(this.module, this.controlSession, this.keyMap);
+  }
+
+  async sign(key: ResolvedKey, algorithm: SignatureAlgorithm, data: Buffer, deadline: number): Promise<SignTiming> {
+    let waitSeconds = 0;
+    for (let attempt = 0; ; attempt++) {
+      if (!this.ready || !this.pool) throw new HsmUnavailableError(`HSM unavailable (${this.currentState})`);
+      const pool = this.pool;
+      const waitStart = performance.now();
+      const session = await pool.acquire();
+      waitSeconds += (performance.now() - waitStart) / 1000;
+      if (performance.now() >= deadline) {
+        pool.release(session);
+        throw new HsmDeadlineError('deadline passed while waiting for an HSM session; the HSM was not asked');
+      }
+      try {
+        const out = await this.executor.sign({ session: session.handle, key: key.handle, algorithm, data, rawSignatureLength: key.rawSignatureLength });
+        pool.release(session);
+        return { signature: out.signature, waitSeconds, hsmSeconds: out.hsmSeconds };
+      } catch (err) {
+        const retry = await this.handleSignFailure(err, pool, session, attempt);
+        if (!retry) throw this.toHsmError(err);
+      }
+    }
+  }
+
+  /** Decides what a failed sign means for the session and the token; true to retry once. */
+  private async handleSignFailure(err: unknown, pool: SessionPool, session: PooledSession, attempt: number): Promise<boolean> {
+    if (err instanceof SignJobTimeoutError) {
+      // The call may still be running inside the module: never hand this session out again.
+      this.observer.sessionDiscarded('timeout');
+      void err.settled.then(() => pool.destroy(session));
+      return false;
+    }
+    const ckr = err instanceof SignJobError ? err.ckr : undefined;
+    const kind = classifyCkr(ckr);
+    if (kind === 'request-rejected') {
+      pool.release(session);
+      if (ckr) this.observer.hsmError(ckr);
+      return false;
+    }
+    pool.destroy(session);
+    this.observer.sessionDiscarded(kind === 'session-lost' ? 'session-lost' : 'error');
+    this.onFailure(ckr, 'C_Sign');
+    if (attempt > 0) return false;
+    if (kind === 'session-lost') return true;
+    if (kind === 'login-lost') return this.relogin();
+    return false;
+  }
+
+  private toHsmError(err: unknown): Error {
+    if (err instanceof HsmBusyError || err instanceof HsmDeadlineError || err instanceof HsmUnavailableError) return err;
+    if (err instanceof SignJobTimeoutError) return new HsmUnavailableError(err.message);
+    const ckr = err instanceof SignJobError ? err.ckr : ckrName(err);
+    const kind = classifyCkr(ckr);
+    if (kind === 'request-rejected' && ckr) return new HsmRejectedError(`the token rejected the request: ${ckr}`, ckr);
+    if (kind === 'device-down' || kind === 'login-lost' || kind === 'session-lost' || kind === 'key-lost') {
+      return new HsmUnavailableError(`HSM unavailable: ${ckr}`, ckr);
+    }
+    return new HsmOperationError(`HSM operation failed: ${ckr ?? (err as Error).message}`, ckr);
+  }
+
+  /** Records a PKCS#11 failure and reacts to what it says about the token. */
+  private onFailure(ckr: string | undefined, where: string): void {
+    if (ckr) this.observer.hsmError(ckr);
+    const kind = classifyCkr(ckr);
+    if (kind === 'device-down' || kind === 'key-lost') this.startReconnect(`${where}: ${ckr}`);
+  }
+
+  /** One login attempt per backoff interval, so a stale PIN can never lock the token. */
+  private async relogin(): Promise<boolean> {
+    if (this.pinRejected || !this.controlSession) return false;
+    const now = performance.now();
+    if (now < this.nextLoginAt) return false;
+    this.nextLoginAt = now + this.loginBackoffMs;
+    try {
+      this.module.login(this.controlSession, this.pin);
+      this.observer.loginAttempt(true);
+      this.loginBackoffMs = this.config.reconnectBackoffMs.initial;
+      return true;
+    } catch (err) {
+      const message = (err as Error).message;
+      this.observer.loginAttempt(false, message);
+      this.loginBackoffMs = Math.min(this.loginBackoffMs * 2, this.config.reconnectBackoffMs.max);
+      if (/CKR_PIN_/.test(message)) {
+        this.pinRejected = true;
+        this.setState('unavailable', `${message}; not retrying so the PIN cannot be locked: fix the PIN and restart`);
+      } else {
+        this.onFailure(ckrName(err), 'C_Login');
+      }
+      return false;
+    }
+  }
+
+  private checkHealth(): void {
+    if (this.currentState !== 'ready' || !this.controlSession) return;
+    try {
+      if (!this.module.isLoggedIn(this.controlSession)) void this.relogin();
+    } catch (err) {
+      const ckr = ckrName(err);
+      if (ckr) this.observer.hsmError(ckr);
+      const kind = classifyCkr(ckr);
+      // A lost control session also drops our view of the login: rebuild everything.
+      if (kind === 'device-down' || kind === 'session-lost' || kind === 'key-lost' || ckr === undefined) this.startReconnect(`health check: ${ckr ?? (err as Error).message}`);
+    }
+  }
+
+  private setState(state: HsmState, reason: string): void {
+    if (this.currentState === state || this.currentState === 'closed') return;
+    this.currentState = state;
+    this.observer.stateChanged(state, reason);
+  }
+
+  private startReconnect(reason: string): void {
+    if (this.reconnecting || this.currentState === 'closed' || this.pinRejected) return;
+    this.setState('unavailable', reason);
+    this.reconnecting = this.reconnectLoop().finally(() => { this.reconnecting = undefined; });
+  }
+
+  /** Tears the module down and brings it back, with exponential backoff, until it works. */
+  private async reconnectLoop(): Promise<void> {
+    let delay = this.config.reconnectBackoffMs.initial;
+    const oldPool = this.pool;
+    this.pool = undefined;
+    if (oldPool) void oldPool.drain(1000);
+    for (;;) {
+      await sleep(delay);
+      if (this.currentState === 'closed') return;
+      try {
+        this.controlSession = undefined;
+        this.module.finalize();
+        this.connect();
+        this.observer.reconnectAttempt(true);
+        this.setState('ready', 'reconnected');
+        return;
+      } catch (err) {
+        this.observer.reconnectAttempt(false, (err as Error).message);
+        if (this.pinRejected) {
+          this.setState('unavailable', `${(err as Error).message}; not retrying so the PIN cannot be locked`);
+          return;
+        }
+        delay = Math.min(delay * 2, this.config.reconnectBackoffMs.max);
+      }
+    }
+  }
+
+  /** Returns sessions, logs out, finalizes the module. */
+  async close(graceMs: number): Promise<void> {
+    this.setState('closed', 'shutdown');
+    this.currentState = 'closed';
+    if (this.healthTimer) clearInterval(this.healthTimer);
+    await this.reconnecting?.catch(() => undefined);
+    if (this.pool) await this.pool.drain(graceMs);
+    await this.executor.close();
+    if (this.controlSession) this.module.closeSession(this.controlSession);
+    this.module.finalize();
+  }
+}

@@ -1,0 +1,100 @@
+import * as genericPool from 'generic-pool';
+import type { SessionPoolConfig } from '../config/gateway-config';
+import { HsmBusyError } from './hsm-errors';
+
+export interface PooledSession {
+  handle: Buffer;
+  /** performance.now() of the last release; idle sessions are validated before reuse. */
+  lastUsedAt: number;
+}
+
+export interface SessionFactory {
+  open(): Buffer;
+  close(handle: Buffer): void;
+  alive(handle: Buffer): boolean;
+}
+
+export interface SessionPoolStats { size: number; inUse: number; idle: number; waiting: number; max: number }
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * PKCS#11 sessions pooled with generic-pool. Only C_OpenSession happens in `create` (login is
+ * per token and done once, outside). Creation failures back off exponentially so a dead HSM is
+ * never hammered, and `create` always rejects asynchronously (a synchronous rejection makes
+ * generic-pool spin at 100% CPU).
+ */
+export class SessionPool {
+  private readonly pool: genericPool.Pool<PooledSession>;
+  private createFailures = 0;
+  private nextCreateAt = 0;
+
+  constructor(
+    factory: SessionFactory,
+    private readonly config: SessionPoolConfig,
+    backoff: { initial: number; max: number },
+    onCreateError: (err: unknown) => void,
+  ) {
+    const create = async (): Promise<PooledSession> => {
+      const wait = this.nextCreateAt - performance.now();
+      if (wait > 0) await sleep(wait);
+      try {
+        const handle = factory.open();
+        this.createFailures = 0;
+        return { handle, lastUsedAt: performance.now() };
+      } catch (err) {
+        this.createFailures++;
+        this.nextCreateAt = performance.now() + Math.min(backoff.initial * 2 ** (this.createFailures - 1), backoff.max);
+        onCreateError(err);
+        await sleep(0);
+        throw err;
+      }
+    };
+    this.pool = genericPool.createPool<PooledSession>({
+      create,
+      destroy: async (s) => { factory.close(s.handle); },
+      validate: async (s) => performance.now() - s.lastUsedAt < config.validateAfterIdleMs || factory.alive(s.handle),
+    }, {
+      min: config.min,
+      max: config.max,
+      acquireTimeoutMillis: config.acquireTimeoutMs,
+      maxWaitingClients: config.maxWaiting,
+      testOnBorrow: true,
+      autostart: true,
+    });
+  }
+
+  async acquire(): Promise<PooledSession> {
+    try {
+      return await this.pool.acquire();
+    } catch (err) {
+      if (err instanceof Error && err.name === 'TimeoutError') {
+        throw new HsmBusyError(`no HSM session became free within ${this.config.acquireTimeoutMs} ms (pool max ${this.config.max})`);
+      }
+      if (err instanceof Error && /max waitingClients/.test(err.message)) {
+        throw new HsmBusyError(`too many requests waiting for an HSM session (limit ${this.config.maxWaiting})`);
+      }
+      throw err;
+    }
+  }
+
+  release(session: PooledSession): void {
+    session.lastUsedAt = performance.now();
+    void this.pool.release(session).catch(() => undefined);
+  }
+
+  /** Discards a session that failed or that may still be inside a stuck HSM call. */
+  destroy(session: PooledSession): void {
+    void this.pool.destroy(session).catch(() => undefined);
+  }
+
+  get stats(): SessionPoolStats {
+    return { size: this.pool.size, inUse: this.pool.borrowed, idle: this.pool.available, waiting: this.pool.pending, max: this.pool.max };
+  }
+
+  /** Waits for borrowed sessions to come back (bounded by the caller), then closes every session. */
+  async drain(timeoutMs: number): Promise<void> {
+    await Promise.race([this.pool.drain(), sleep(timeoutMs)]);
+    await this.pool.clear().catch(() => undefined);
+  }
+}

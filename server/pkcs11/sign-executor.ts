@@ -1,0 +1,172 @@
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { SignJob, SignResult, SignThreadInit } from './sign-thread-protocol';
+
+export interface SignOutcome {
+  signature: Buffer;
+  hsmSeconds: number;
+}
+
+/** The token answered the job with an error. */
+export class SignJobError extends Error {
+  constructor(message: string, readonly ckr: string | undefined, readonly hsmSeconds: number) {
+    super(message);
+    this.name = 'SignJobError';
+  }
+}
+
+/**
+ * An HSM call outlived pkcs11.operationTimeoutMs. Its caller is freed; `settled` resolves when
+ * the stuck call finally returns, so the session it holds is never reused before then.
+ */
+export class SignJobTimeoutError extends Error {
+  constructor(message: string, readonly settled: Promise<void>) {
+    super(message);
+    this.name = 'SignJobTimeoutError';
+  }
+}
+
+interface PendingJob {
+  thread: SignThread;
+  startedAt: number;
+  resolve(outcome: SignOutcome): void;
+  reject(err: Error): void;
+  /** Set once the caller was freed by the timeout; resolves `settled`. */
+  onLateSettle?: () => void;
+}
+
+interface SignThread {
+  worker: Worker;
+  pending: number;
+  /** A call on it timed out: no new jobs; it is retired once its calls return. */
+  stuck: boolean;
+}
+
+export interface SignExecutorEvents {
+  threadStuck(): void;
+  threadReplaced(reason: string): void;
+}
+
+const THREAD_SCRIPT = path.join(__dirname, 'sign-thread.js');
+
+/** Runs sign jobs on a fixed set of threads, with a per-call timeout and self-healing threads. */
+export class SignExecutor {
+  private threads: SignThread[] = [];
+  private readonly jobs = new Map<number, PendingJob>();
+  private nextId = 1;
+  private sweeper: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly modulePath: string,
+    private readonly threadCount: number,
+    private readonly operationTimeoutMs: number,
+    private readonly events: Partial<SignExecutorEvents> = {},
+  ) {}
+
+  async start(): Promise<void> {
+    await Promise.all(Array.from({ length: this.threadCount }, () => this.spawn()));
+    this.sweeper = setInterval(() => this.expireStuckJobs(), Math.max(10, Math.min(250, this.operationTimeoutMs / 4)));
+    this.sweeper.unref();
+  }
+
+  private spawn(): Promise<void> {
+    const init: SignThreadInit = { modulePath: this.modulePath };
+    const worker = new Worker(THREAD_SCRIPT, { workerData: init });
+    const thread: SignThread = { worker, pending: 0, stuck: false };
+    this.threads.push(thread);
+    worker.on('message', (result: SignResult) => this.complete(result));
+    worker.on('error', (err) => this.threadFailed(thread, `sign thread crashed: ${err.message}`));
+    worker.on('exit', (code) => this.threadFailed(thread, `sign thread exited with code ${code}`));
+    return new Promise((resolve, reject) => {
+      worker.once('online', () => resolve());
+      worker.once('error', reject);
+    });
+  }
+
+  /** Least-loaded healthy thread. */
+  private pickThread(): SignThread | undefined {
+    let best: SignThread | undefined;
+    for (const t of this.threads) {
+      if (t.stuck) continue;
+      if (!best || t.pending < best.pending) best = t;
+    }
+    return best;
+  }
+
+  sign(job: Omit<SignJob, 'id'>): Promise<SignOutcome> {
+    const thread = this.pickThread();
+    if (!thread || this.closed) return Promise.reject(new SignJobError('no sign thread available', undefined, 0));
+    const id = this.nextId++;
+    return new Promise<SignOutcome>((resolve, reject) => {
+      this.jobs.set(id, { thread, startedAt: performance.now(), resolve, reject });
+      thread.pending++;
+      thread.worker.postMessage({ ...job, id } satisfies SignJob);
+    });
+  }
+
+  private complete(result: SignResult): void {
+    const job = this.jobs.get(result.id);
+    if (!job) return;
+    this.jobs.delete(result.id);
+    job.thread.pending--;
+    if (job.onLateSettle) {
+      job.onLateSettle();
+      this.retireIfDrained(job.thread);
+      return;
+    }
+    if (result.ok) {
+      const sig = result.signature;
+      job.resolve({ signature: Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength), hsmSeconds: result.hsmNanos / 1e9 });
+    } else {
+      job.reject(new SignJobError(result.message, result.ckr, result.hsmNanos / 1e9));
+    }
+  }
+
+  private expireStuckJobs(): void {
+    const now = performance.now();
+    for (const job of this.jobs.values()) {
+      if (job.onLateSettle || now - job.startedAt < this.operationTimeoutMs) continue;
+      const settled = new Promise<void>((resolve) => { job.onLateSettle = resolve; });
+      job.reject(new SignJobTimeoutError(`HSM call did not return within ${this.operationTimeoutMs} ms`, settled));
+      if (!job.thread.stuck) {
+        job.thread.stuck = true;
+        this.events.threadStuck?.();
+        if (!this.closed) void this.spawn().then(() => this.events.threadReplaced?.('stuck'), () => undefined);
+      }
+    }
+  }
+
+  private retireIfDrained(thread: SignThread): void {
+    if (thread.stuck && thread.pending === 0) {
+      this.threads = this.threads.filter((t) => t !== thread);
+      thread.worker.removeAllListeners('exit');
+      void thread.worker.terminate();
+    }
+  }
+
+  private threadFailed(thread: SignThread, reason: string): void {
+    if (!this.threads.includes(thread)) return;
+    this.threads = this.threads.filter((t) => t !== thread);
+    for (const [id, job] of this.jobs) {
+      if (job.thread !== thread) continue;
+      this.jobs.delete(id);
+      if (job.onLateSettle) job.onLateSettle();
+      else job.reject(new SignJobError(reason, undefined, 0));
+    }
+    if (!this.closed) void this.spawn().then(() => this.events.threadReplaced?.(reason), () => undefined);
+  }
+
+  get threadsInUse(): number {
+    return this.threads.filter((t) => t.pending > 0).length;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    const threads = this.threads;
+    this.threads = [];
+    for (const t of threads) t.worker.removeAllListeners('exit');
+    await Promise.all(threads.map((t) => t.worker.terminate()));
+  }
+}

@@ -1,0 +1,19 @@
+/** Messages between the event loop and the sign threads. Plain data: they are structured-cloned. */
+
+export interface SignThreadInit {
+  modulePath: string;
+}
+
+export interface SignJob {
+  id: number;
+  session: Uint8Array;
+  key: Uint8Array;
+  algorithm: number;
+  /** The digest (or the message, for EdDSA). */
+  data: Uint8Array;
+  rawSignatureLength: number;
+}
+
+export type SignResult =
+  | { id: number; ok: true; signature: Uint8Array; hsmNanos: number }
+  | { id: number; ok: false; ckr: string | undefined; message: string; hsmNanos: number };

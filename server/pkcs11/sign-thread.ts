@@ -1,0 +1,37 @@
+/**
+ * A sign thread: runs C_SignInit + C_Sign synchronously, off the event loop.
+ *
+ * pkcs11js only offers C_SignInit synchronously (60-110 us in SoftHSM), so running both calls
+ * here keeps every HSM cycle off the gRPC thread. The module was initialised and logged in by
+ * the main thread; this thread loads the same library (same dlopen handle, same state) and uses
+ * the session and key handles it is given. It never initialises or finalizes the module.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import * as pkcs11js from 'pkcs11js';
+import { ckrName } from './ckr';
+import { mechanismPlan } from './mechanisms';
+import type { SignJob, SignResult, SignThreadInit } from './sign-thread-protocol';
+
+const { modulePath } = workerData as SignThreadInit;
+const p11 = new pkcs11js.PKCS11();
+p11.load(modulePath);
+
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+function run(job: SignJob): SignResult {
+  const start = process.hrtime.bigint();
+  try {
+    const plan = mechanismPlan(job.algorithm);
+    const session = asBuffer(job.session);
+    p11.C_SignInit(session, plan.mechanism, asBuffer(job.key));
+    const raw = p11.C_Sign(session, plan.input(asBuffer(job.data)), Buffer.alloc(job.rawSignatureLength));
+    const hsmNanos = Number(process.hrtime.bigint() - start);
+    return { id: job.id, ok: true, signature: plan.output(raw), hsmNanos };
+  } catch (err) {
+    return { id: job.id, ok: false, ckr: ckrName(err), message: (err as Error).message, hsmNanos: Number(process.hrtime.bigint() - start) };
+  }
+}
+
+parentPort?.on('message', (job: SignJob) => {
+  parentPort?.postMessage(run(job));
+});

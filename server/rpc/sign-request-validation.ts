@@ -1,0 +1,42 @@
+import { createHash } from 'node:crypto';
+import { status } from '@grpc/grpc-js';
+import type { SignRequest } from '../../proto/generated/hsmgateway/v1/signer';
+import type { AlgorithmSpec } from '../signing/algorithms';
+import type { ResolvedKey } from '../pkcs11/key-store';
+import { GatewayError } from './gateway-error';
+
+const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** A key name that cannot name a configured key is malformed input, whoever asks. */
+export function checkKeyName(name: string): void {
+  if (name.length === 0) throw new GatewayError(status.INVALID_ARGUMENT, 'key is required');
+  if (!KEY_NAME.test(name)) throw new GatewayError(status.INVALID_ARGUMENT, 'key name must be 1-128 characters of letters, digits, ".", "_" or "-"');
+}
+
+export function checkAlgorithmFitsKey(spec: AlgorithmSpec | undefined, algorithm: number, key: ResolvedKey): AlgorithmSpec {
+  if (!spec) {
+    throw new GatewayError(status.INVALID_ARGUMENT, algorithm === 0 ? 'algorithm is required' : `unknown algorithm ${algorithm}`);
+  }
+  if (!key.algorithms.includes(spec.algorithm)) {
+    throw new GatewayError(status.INVALID_ARGUMENT, `algorithm ${spec.name} does not fit key "${key.name}" (${key.curve || `RSA-${key.bits}`}); use one of ${key.algorithms.length} algorithms listed by GetKey`);
+  }
+  return spec;
+}
+
+/** The bytes the HSM signs: the digest as given, or the gateway's hash of the message (EdDSA: the message). */
+export function signInput(req: SignRequest, spec: AlgorithmSpec, maxMessageBytes: number): Buffer {
+  const input = req.input;
+  if (!input) throw new GatewayError(status.INVALID_ARGUMENT, 'digest or message is required');
+  if (input.$case === 'digest') {
+    if (!spec.hash) throw new GatewayError(status.INVALID_ARGUMENT, `${spec.name} signs the message itself: send message, not digest`);
+    if (input.value.length !== spec.digestLength) {
+      throw new GatewayError(status.INVALID_ARGUMENT, `digest must be ${spec.digestLength} bytes for ${spec.name} (got ${input.value.length})`);
+    }
+    return input.value;
+  }
+  if (input.value.length > maxMessageBytes) {
+    throw new GatewayError(status.INVALID_ARGUMENT, `message is ${input.value.length} bytes; the limit is ${maxMessageBytes} (send a digest instead)`);
+  }
+  if (!spec.hash) return input.value;
+  return createHash(spec.hash).update(input.value).digest();
+}

@@ -1,0 +1,107 @@
+import { status, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall } from '@grpc/grpc-js';
+import {
+  GetKeyRequest, KeyInfo, ListKeysRequest, ListKeysResponse, SignRequest, SignResponse, type SignerServer,
+} from '../../proto/generated/hsmgateway/v1/signer';
+import type { Authorizer, KeyGrant } from '../auth/authorizer';
+import type { IdentityCache } from '../auth/peer-identity';
+import type { LimitsConfig } from '../config/gateway-config';
+import type { GatewayMetrics } from '../observability/metrics';
+import type { Hsm } from '../pkcs11/hsm';
+import type { ResolvedKey } from '../pkcs11/key-store';
+import { callerIdentity } from './caller-identity';
+import { deadlineOf } from './deadline';
+import { GatewayError, toGatewayError } from './gateway-error';
+import type { SignPipeline } from './sign-pipeline';
+import { checkKeyName } from './sign-request-validation';
+import { SignStreamSession } from './sign-stream';
+
+export interface SignerServiceDeps {
+  hsm: Hsm;
+  authorizer: Authorizer;
+  identities: IdentityCache;
+  pipeline: SignPipeline;
+  limits: LimitsConfig;
+  metrics: GatewayMetrics;
+}
+
+function keyInfo(key: ResolvedKey, grant: KeyGrant): KeyInfo {
+  return KeyInfo.create({
+    name: key.name,
+    type: key.type,
+    bits: key.bits,
+    curve: key.curve,
+    publicKey: key.spki,
+    algorithms: grant.algorithms === 'any' ? key.algorithms : key.algorithms.filter((a) => (grant.algorithms as Set<number>).has(a)),
+    certificateChain: key.certificateChain,
+  });
+}
+
+export function createSignerService(deps: SignerServiceDeps): SignerServer {
+  const { hsm, authorizer, identities, pipeline, limits, metrics } = deps;
+
+  const fail = <T>(callback: sendUnaryData<T>, err: unknown): void => {
+    const e = toGatewayError(err);
+    callback({ code: e.code, details: e.message });
+  };
+
+  return {
+    sign(call: ServerUnaryCall<SignRequest, SignResponse>, callback: sendUnaryData<SignResponse>): void {
+      let identity: string;
+      try {
+        identity = callerIdentity(call, identities);
+      } catch (err) {
+        metrics.authorizationDenied('unauthenticated');
+        fail(callback, err);
+        return;
+      }
+      pipeline.sign(call.request, { identity, rpc: 'Sign', deadline: deadlineOf(call, limits.requestTimeoutMs) }).then(
+        (signature) => callback(null, SignResponse.create({ requestId: call.request.requestId, signature })),
+        (err: unknown) => fail(callback, err),
+      );
+    },
+
+    signStream(call: ServerDuplexStream<SignRequest, SignResponse>): void {
+      let identity: string;
+      try {
+        identity = callerIdentity(call, identities);
+      } catch (err) {
+        metrics.authorizationDenied('unauthenticated');
+        const e = toGatewayError(err);
+        call.emit('error', { code: e.code, details: e.message });
+        return;
+      }
+      new SignStreamSession(call, identity, pipeline, limits).start();
+    },
+
+    getKey(call: ServerUnaryCall<GetKeyRequest, KeyInfo>, callback: sendUnaryData<KeyInfo>): void {
+      try {
+        const identity = callerIdentity(call, identities);
+        checkKeyName(call.request.key);
+        const grant = authorizer.grant(identity, call.request.key);
+        if (!grant) {
+          metrics.authorizationDenied('key');
+          throw new GatewayError(status.PERMISSION_DENIED, `identity "${identity}" may not use key "${call.request.key}"`);
+        }
+        const key = hsm.key(call.request.key);
+        if (!key) throw new GatewayError(status.NOT_FOUND, `no key named "${call.request.key}"`);
+        callback(null, keyInfo(key, grant));
+      } catch (err) {
+        fail(callback, err);
+      }
+    },
+
+    listKeys(call: ServerUnaryCall<ListKeysRequest, ListKeysResponse>, callback: sendUnaryData<ListKeysResponse>): void {
+      try {
+        const identity = callerIdentity(call, identities);
+        const keys: KeyInfo[] = [];
+        for (const key of hsm.keys()) {
+          const grant = authorizer.grant(identity, key.name);
+          if (grant) keys.push(keyInfo(key, grant));
+        }
+        callback(null, ListKeysResponse.create({ keys }));
+      } catch (err) {
+        fail(callback, err);
+      }
+    },
+  };
+}

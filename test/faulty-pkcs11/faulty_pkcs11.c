@@ -235,6 +235,9 @@ static struct {
   off_t size;
   struct timespec mtime;
 } g_stamp;
+static char *g_content; /* last parsed content of the control file */
+static size_t g_content_len;
+static int g_content_valid, g_content_exists;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 static void *g_dl;
@@ -549,24 +552,70 @@ static const char *parse_line(char *line, config_t *cfg) {
   return NULL;
 }
 
-static void parse_file_locked(FILE *f, config_t *cfg) {
-  char *line = NULL, *start, *end, *hash, *copy;
-  size_t cap = 0;
-  const char *err;
-  while (getline(&line, &cap, f) >= 0) {
+static void parse_buffer_locked(const char *data, size_t len, config_t *cfg) {
+  size_t pos = 0;
+  while (pos < len) {
+    const char *nl = memchr(data + pos, '\n', len - pos);
+    size_t n = nl ? (size_t)(nl - (data + pos)) : len - pos;
+    char *line = malloc(n + 1), *start, *end, *hash, *copy;
+    const char *err;
+    if (!line) return;
+    memcpy(line, data + pos, n);
+    line[n] = '\0';
+    pos += n + 1;
     hash = strchr(line, '#');
     if (hash) *hash = '\0';
     start = line;
     while (*start && isspace((unsigned char)*start)) start++;
     end = start + strlen(start);
     while (end > start && isspace((unsigned char)end[-1])) *--end = '\0';
-    if (!*start) continue;
-    copy = strdup(start);
-    err = parse_line(start, cfg);
-    if (err) report_once_locked(copy ? copy : start, err);
-    free(copy);
+    if (*start) {
+      copy = strdup(start);
+      err = parse_line(start, cfg);
+      if (err) report_once_locked(copy ? copy : start, err);
+      free(copy);
+    }
+    free(line);
   }
-  free(line);
+}
+
+/* Reads the whole file; returns 0 if it cannot be read. */
+static int read_file(const char *path, char **data, size_t *len) {
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || !buf) {
+    if (fd >= 0) close(fd);
+    free(buf);
+    return 0;
+  }
+  for (;;) {
+    ssize_t r;
+    if (n == cap) {
+      char *grown = cap < (1u << 20) ? realloc(buf, cap * 2) : NULL;
+      if (!grown) break; /* ignore anything beyond 1 MiB */
+      buf = grown;
+      cap *= 2;
+    }
+    r = read(fd, buf + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  *data = buf;
+  *len = n;
+  return 1;
+}
+
+/* A file modified within this window may be rewritten again without a visible stat change
+ * (coarse timestamps, inode reuse, same size): compare its content too ("racy git"). */
+static int stamp_is_racy(const struct stat *st) {
+  struct timespec now;
+  double age;
+  clock_gettime(CLOCK_REALTIME, &now);
+  age = (double)(now.tv_sec - st->st_mtim.tv_sec) + (double)(now.tv_nsec - st->st_mtim.tv_nsec) / 1e9;
+  return age < 0.25;
 }
 
 static void apply_removal_locked(int removed) {
@@ -580,26 +629,24 @@ static void apply_removal_locked(int removed) {
   }
 }
 
-/* Re-reads the control file if it changed. Called with g_mu held. */
+/* Re-reads the control file if it changed. Rules (and their counters) are replaced only when the
+ * content changes. Called with g_mu held. */
 static void reload_locked(void) {
   struct stat st;
-  int exists;
+  int exists, same_stamp;
+  char *data = NULL;
+  size_t len = 0;
   config_t cfg;
   read_env_locked();
   if (!g_control_path) return;
   exists = stat(g_control_path, &st) == 0;
-  if (g_stamp.valid && exists == g_stamp.exists &&
-      (!exists || (st.st_dev == g_stamp.dev && st.st_ino == g_stamp.ino &&
-                   st.st_size == g_stamp.size && st.st_mtim.tv_sec == g_stamp.mtime.tv_sec &&
-                   st.st_mtim.tv_nsec == g_stamp.mtime.tv_nsec)))
-    return;
-  memset(&cfg, 0, sizeof cfg);
-  if (exists) {
-    FILE *f = fopen(g_control_path, "r");
-    if (!f) return; /* vanished between stat and open: try again next call */
-    parse_file_locked(f, &cfg);
-    fclose(f);
-  }
+  same_stamp = g_stamp.valid && exists == g_stamp.exists &&
+               (!exists || (st.st_dev == g_stamp.dev && st.st_ino == g_stamp.ino &&
+                            st.st_size == g_stamp.size &&
+                            st.st_mtim.tv_sec == g_stamp.mtime.tv_sec &&
+                            st.st_mtim.tv_nsec == g_stamp.mtime.tv_nsec));
+  if (same_stamp && (!exists || !stamp_is_racy(&st))) return;
+  if (exists && !read_file(g_control_path, &data, &len)) return; /* vanished: retry next call */
   g_stamp.valid = 1;
   g_stamp.exists = exists;
   if (exists) {
@@ -608,6 +655,18 @@ static void reload_locked(void) {
     g_stamp.size = st.st_size;
     g_stamp.mtime = st.st_mtim;
   }
+  if (g_content_valid && g_content_exists == exists &&
+      (!exists || (len == g_content_len && memcmp(data, g_content, len) == 0))) {
+    free(data);
+    return;
+  }
+  memset(&cfg, 0, sizeof cfg);
+  if (exists) parse_buffer_locked(data, len, &cfg);
+  free(g_content);
+  g_content = data;
+  g_content_len = len;
+  g_content_exists = exists;
+  g_content_valid = 1;
   free(g_cfg.rules);
   g_cfg = cfg;
   if (g_cfg.seeded) g_rng = g_cfg.seed * 0x9E3779B97F4A7C15ull + 1;
@@ -788,17 +847,58 @@ static CK_RV call_end(const call_t *c, CK_RV rv) {
     return call_end(&c, g_target->name args);                         \
   }
 
-/* A function whose first argument is hSession: translated to the real handle as `real`. */
-#define SESSION_FN(name, params, args)                                \
-  EXPORT CK_RV name params {                                          \
-    call_t c;                                                         \
-    CK_SESSION_HANDLE real = CK_INVALID_HANDLE;                       \
-    CK_RV rv;                                                         \
-    if (call_begin(&c, FN_##name)) return call_end(&c, c.rv);         \
-    rv = sess_lookup(hSession, &real, NULL);                          \
-    if (rv == CKR_OK) rv = g_target->name args;                       \
-    return call_end(&c, rv);                                          \
+/* A function whose first argument is hSession: translated to the real handle as `real`.
+ * `drain` runs (with `real` set) when a failure was injected: a real token terminates the active
+ * operation when such a call fails, so the same is done to the target's operation (its results
+ * go to scratch buffers); otherwise the next C_xxxInit would see CKR_OPERATION_ACTIVE. */
+#define SESSION_FN_DRAIN(name, params, args, drain)                                 \
+  EXPORT CK_RV name params {                                                        \
+    call_t c;                                                                       \
+    CK_SESSION_HANDLE real = CK_INVALID_HANDLE;                                     \
+    CK_RV rv;                                                                       \
+    if (call_begin(&c, FN_##name)) {                                                \
+      if (!c.removed && c.rv != CKR_OK && c.rv != CKR_BUFFER_TOO_SMALL && g_target && \
+          sess_lookup(hSession, &real, NULL) == CKR_OK) {                           \
+        drain;                                                                      \
+      }                                                                             \
+      return call_end(&c, c.rv);                                                    \
+    }                                                                               \
+    rv = sess_lookup(hSession, &real, NULL);                                        \
+    if (rv == CKR_OK) rv = g_target->name args;                                     \
+    return call_end(&c, rv);                                                        \
   }
+#define SESSION_FN(name, params, args) SESSION_FN_DRAIN(name, params, args, (void)real)
+
+typedef CK_RV (*io_fn_t)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+typedef CK_RV (*final_fn_t)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+
+/* Finishes a single-part operation (C_Sign, C_Encrypt, ...) into a scratch buffer. */
+static void drain_io(io_fn_t f, CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG in_len) {
+  CK_ULONG n = 0;
+  CK_BYTE_PTR buf;
+  if (f(h, in, in_len, NULL_PTR, &n) != CKR_OK) return; /* that failure ended it already */
+  buf = malloc(n ? n : 1);
+  if (!buf) return;
+  f(h, in, in_len, buf, &n);
+  free(buf);
+}
+
+/* Finishes a multi-part operation (C_SignFinal, C_EncryptFinal, ...) into a scratch buffer. */
+static void drain_final(final_fn_t f, CK_SESSION_HANDLE h) {
+  CK_ULONG n = 0;
+  CK_BYTE_PTR buf;
+  if (f(h, NULL_PTR, &n) != CKR_OK) return;
+  buf = malloc(n ? n : 1);
+  if (!buf) return;
+  f(h, buf, &n);
+  free(buf);
+}
+
+/* Ends a multi-part verification with a signature that cannot match. */
+static void drain_verify(CK_SESSION_HANDLE h) {
+  CK_BYTE dummy[1] = {0};
+  g_target->C_VerifyFinal(h, dummy, sizeof dummy);
+}
 
 EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList) {
   call_t c;
@@ -984,82 +1084,100 @@ SESSION_FN(C_FindObjectsFinal, (CK_SESSION_HANDLE hSession), (real))
 SESSION_FN(C_EncryptInit,
            (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),
            (real, pMechanism, hKey))
-SESSION_FN(C_Encrypt,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-            CK_BYTE_PTR pEncryptedData, CK_ULONG_PTR pulEncryptedDataLen),
-           (real, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen))
-SESSION_FN(C_EncryptUpdate,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
-            CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen),
-           (real, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen))
-SESSION_FN(C_EncryptFinal,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastEncryptedPart,
-            CK_ULONG_PTR pulLastEncryptedPartLen),
-           (real, pLastEncryptedPart, pulLastEncryptedPartLen))
+SESSION_FN_DRAIN(C_Encrypt,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                  CK_BYTE_PTR pEncryptedData, CK_ULONG_PTR pulEncryptedDataLen),
+                 (real, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen),
+                 drain_io(g_target->C_Encrypt, real, pData, ulDataLen))
+SESSION_FN_DRAIN(C_EncryptUpdate,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
+                  CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen),
+                 (real, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen),
+                 drain_final(g_target->C_EncryptFinal, real))
+SESSION_FN_DRAIN(C_EncryptFinal,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastEncryptedPart,
+                  CK_ULONG_PTR pulLastEncryptedPartLen),
+                 (real, pLastEncryptedPart, pulLastEncryptedPartLen),
+                 drain_final(g_target->C_EncryptFinal, real))
 SESSION_FN(C_DecryptInit,
            (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),
            (real, pMechanism, hKey))
-SESSION_FN(C_Decrypt,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG ulEncryptedDataLen,
-            CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen),
-           (real, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen))
-SESSION_FN(C_DecryptUpdate,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
-            CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),
-           (real, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen))
-SESSION_FN(C_DecryptFinal,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastPart, CK_ULONG_PTR pulLastPartLen),
-           (real, pLastPart, pulLastPartLen))
+SESSION_FN_DRAIN(C_Decrypt,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG ulEncryptedDataLen,
+                  CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen),
+                 (real, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen),
+                 drain_io(g_target->C_Decrypt, real, pEncryptedData, ulEncryptedDataLen))
+SESSION_FN_DRAIN(C_DecryptUpdate,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
+                  CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),
+                 (real, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen),
+                 drain_final(g_target->C_DecryptFinal, real))
+SESSION_FN_DRAIN(C_DecryptFinal,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastPart, CK_ULONG_PTR pulLastPartLen),
+                 (real, pLastPart, pulLastPartLen),
+                 drain_final(g_target->C_DecryptFinal, real))
 SESSION_FN(C_DigestInit, (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism),
            (real, pMechanism))
-SESSION_FN(C_Digest,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-            CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen),
-           (real, pData, ulDataLen, pDigest, pulDigestLen))
-SESSION_FN(C_DigestUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),
-           (real, pPart, ulPartLen))
-SESSION_FN(C_DigestKey, (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey), (real, hKey))
-SESSION_FN(C_DigestFinal,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen),
-           (real, pDigest, pulDigestLen))
+SESSION_FN_DRAIN(C_Digest,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                  CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen),
+                 (real, pData, ulDataLen, pDigest, pulDigestLen),
+                 drain_io(g_target->C_Digest, real, pData, ulDataLen))
+SESSION_FN_DRAIN(C_DigestUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),
+                 (real, pPart, ulPartLen),
+                 drain_final(g_target->C_DigestFinal, real))
+SESSION_FN_DRAIN(C_DigestKey, (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey), (real, hKey),
+                 drain_final(g_target->C_DigestFinal, real))
+SESSION_FN_DRAIN(C_DigestFinal,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen),
+                 (real, pDigest, pulDigestLen),
+                 drain_final(g_target->C_DigestFinal, real))
 SESSION_FN(C_SignInit,
            (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),
            (real, pMechanism, hKey))
-SESSION_FN(C_Sign,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-            CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen),
-           (real, pData, ulDataLen, pSignature, pulSignatureLen))
-SESSION_FN(C_SignUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),
-           (real, pPart, ulPartLen))
-SESSION_FN(C_SignFinal,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen),
-           (real, pSignature, pulSignatureLen))
+SESSION_FN_DRAIN(C_Sign,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                  CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen),
+                 (real, pData, ulDataLen, pSignature, pulSignatureLen),
+                 drain_io(g_target->C_Sign, real, pData, ulDataLen))
+SESSION_FN_DRAIN(C_SignUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),
+                 (real, pPart, ulPartLen),
+                 drain_final(g_target->C_SignFinal, real))
+SESSION_FN_DRAIN(C_SignFinal,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen),
+                 (real, pSignature, pulSignatureLen),
+                 drain_final(g_target->C_SignFinal, real))
 SESSION_FN(C_SignRecoverInit,
            (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),
            (real, pMechanism, hKey))
-SESSION_FN(C_SignRecover,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-            CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen),
-           (real, pData, ulDataLen, pSignature, pulSignatureLen))
+SESSION_FN_DRAIN(C_SignRecover,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                  CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen),
+                 (real, pData, ulDataLen, pSignature, pulSignatureLen),
+                 drain_io(g_target->C_SignRecover, real, pData, ulDataLen))
 SESSION_FN(C_VerifyInit,
            (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),
            (real, pMechanism, hKey))
-SESSION_FN(C_Verify,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-            CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen),
-           (real, pData, ulDataLen, pSignature, ulSignatureLen))
-SESSION_FN(C_VerifyUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),
-           (real, pPart, ulPartLen))
-SESSION_FN(C_VerifyFinal,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen),
-           (real, pSignature, ulSignatureLen))
+SESSION_FN_DRAIN(C_Verify,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                  CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen),
+                 (real, pData, ulDataLen, pSignature, ulSignatureLen),
+                 g_target->C_Verify(real, pData, ulDataLen, pSignature, ulSignatureLen))
+SESSION_FN_DRAIN(C_VerifyUpdate, (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen),
+                 (real, pPart, ulPartLen),
+                 drain_verify(real))
+SESSION_FN_DRAIN(C_VerifyFinal,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen),
+                 (real, pSignature, ulSignatureLen),
+                 g_target->C_VerifyFinal(real, pSignature, ulSignatureLen))
 SESSION_FN(C_VerifyRecoverInit,
            (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey),
            (real, pMechanism, hKey))
-SESSION_FN(C_VerifyRecover,
-           (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen,
-            CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen),
-           (real, pSignature, ulSignatureLen, pData, pulDataLen))
+SESSION_FN_DRAIN(C_VerifyRecover,
+                 (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen,
+                  CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen),
+                 (real, pSignature, ulSignatureLen, pData, pulDataLen),
+                 drain_io(g_target->C_VerifyRecover, real, pSignature, ulSignatureLen))
 SESSION_FN(C_DigestEncryptUpdate,
            (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
             CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen),

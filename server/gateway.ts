@@ -61,6 +61,8 @@ export class Gateway {
 
   static async start(config: GatewayConfig, logger: Logger): Promise<Gateway> {
     const pin = readPin(config.pkcs11.pin);
+    // The module reads its own configuration from the environment when it is initialised.
+    Object.assign(process.env, config.pkcs11.environment);
     const health = new HealthImplementation({ '': 'NOT_SERVING', [SIGNER_SERVICE_NAME]: 'NOT_SERVING' });
     const setServing = (ready: boolean): void => {
       const s = ready ? 'SERVING' : 'NOT_SERVING';

@@ -70,6 +70,18 @@ export class FieldReader {
     return v as string[];
   }
 
+  stringMap(name: string): Record<string, string> {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return {};
+    if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(this.fieldPath(name), 'must be a mapping of names to strings');
+    const out: Record<string, string> = {};
+    for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+      if (typeof val !== 'string' && typeof val !== 'number') throw new ConfigError(`${this.fieldPath(name)}.${k}`, 'must be a string');
+      out[k] = String(val);
+    }
+    return out;
+  }
+
   integer(name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
     const v = this.raw(name);
     if (v === undefined || v === null) return fallback;

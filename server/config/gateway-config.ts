@@ -27,6 +27,8 @@ export interface SessionPoolConfig {
 
 export interface Pkcs11Config {
   module: string;
+  /** Environment variables the module reads (e.g. SOFTHSM2_CONF), set before it is loaded. */
+  environment: Record<string, string>;
   token: TokenSelector;
   pin: PinSource;
   /** Threads that run the blocking PKCS#11 sign calls. */

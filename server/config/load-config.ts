@@ -109,7 +109,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
   root.rejectUnknown(['pkcs11', 'keys', 'listen', 'tls', 'authorization', 'limits', 'logging', 'shutdown']);
 
   const p = root.object('pkcs11');
-  p.rejectUnknown(['module', 'token', 'pin', 'signThreads', 'sessions', 'operationTimeoutMs', 'healthCheckIntervalMs', 'reconnectBackoffMs', 'allowExtractableKeys']);
+  p.rejectUnknown(['module', 'environment', 'token', 'pin', 'signThreads', 'sessions', 'operationTimeoutMs', 'healthCheckIntervalMs', 'reconnectBackoffMs', 'allowExtractableKeys']);
   const token = p.object('token');
   token.rejectUnknown(['label', 'serial']);
   const tokenSel = { label: token.optionalString('label'), serial: token.optionalString('serial') };
@@ -155,6 +155,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
     baseDir,
     pkcs11: {
       module: resolvePath(baseDir, p.string('module', DEFAULT_SOFTHSM_MODULE)),
+      environment: p.stringMap('environment'),
       token: tokenSel,
       pin: pinSource,
       signThreads: p.integer('signThreads', 2, 1, 64),

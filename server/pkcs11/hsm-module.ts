@@ -56,6 +56,17 @@ export class HsmModule {
     return this.p11.C_OpenSession(this.slot, pkcs11js.CKF_SERIAL_SESSION);
   }
 
+  /** A read-write session, for administrative changes (key generation, certificate objects). */
+  openReadWriteSession(): Buffer {
+    if (!this.slot) throw new Error('no token selected');
+    return this.p11.C_OpenSession(this.slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+  }
+
+  /** True when a token with this label is present. */
+  hasToken(label: string): boolean {
+    return this.p11.C_GetSlotList(true).some((slot) => this.p11.C_GetTokenInfo(slot).label.trim() === label);
+  }
+
   closeSession(session: Buffer): void {
     tolerate(() => this.p11.C_CloseSession(session), 'CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED', 'CKR_CRYPTOKI_NOT_INITIALIZED', 'CKR_DEVICE_REMOVED', 'CKR_TOKEN_NOT_PRESENT');
   }

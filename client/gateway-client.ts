@@ -1,0 +1,158 @@
+import * as grpc from '@grpc/grpc-js';
+import {
+  KeyType, SignatureAlgorithm, SignerClient, type KeyInfo, type SignResponse,
+} from '../proto/generated/hsmgateway/v1/signer';
+import { GatewayClientError } from './gateway-client-error';
+import { resolveClientOptions, type GatewayClientOptions, type ResolvedClientOptions } from './gateway-client-options';
+
+export type AlgorithmName = Exclude<keyof typeof SignatureAlgorithm, 'UNRECOGNIZED' | 'SIGNATURE_ALGORITHM_UNSPECIFIED'>;
+
+export interface KeyDescription {
+  name: string;
+  type: 'RSA' | 'EC' | 'ED25519' | 'UNSPECIFIED';
+  bits: number;
+  /** 'P-256', 'P-384', 'P-521', 'Ed25519', or '' for RSA. */
+  curve: string;
+  /** SubjectPublicKeyInfo, DER. */
+  publicKey: Buffer;
+  /** Algorithms this client may use with the key. */
+  algorithms: AlgorithmName[];
+  /** DER certificates, leaf first. */
+  certificateChain: Buffer[];
+}
+
+const KEY_TYPE_NAMES: Record<number, KeyDescription['type']> = {
+  [KeyType.KEY_TYPE_RSA]: 'RSA', [KeyType.KEY_TYPE_EC]: 'EC', [KeyType.KEY_TYPE_ED25519]: 'ED25519',
+};
+
+export function algorithmValue(algorithm: SignatureAlgorithm | AlgorithmName): SignatureAlgorithm {
+  if (typeof algorithm === 'number') return algorithm;
+  const v = SignatureAlgorithm[algorithm];
+  if (typeof v !== 'number' || v <= 0) throw new TypeError(`unknown signature algorithm "${algorithm}"`);
+  return v;
+}
+
+function describeKey(info: KeyInfo): KeyDescription {
+  return {
+    name: info.name,
+    type: KEY_TYPE_NAMES[info.type] ?? 'UNSPECIFIED',
+    bits: info.bits,
+    curve: info.curve,
+    publicKey: Buffer.from(info.publicKey),
+    algorithms: info.algorithms.map((a) => SignatureAlgorithm[a] as AlgorithmName),
+    certificateChain: info.certificateChain.map((c) => Buffer.from(c)),
+  };
+}
+
+interface Endpoint {
+  address: string;
+  client: SignerClient;
+  /** performance.now() until which the endpoint is skipped after UNAVAILABLE. */
+  downUntil: number;
+  failures: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A client of the hsm-gateway Signer service: mTLS with an explicit CA, a deadline on every call,
+ * failover between endpoints on UNAVAILABLE with bounded, backed-off retries (signing is
+ * idempotent), keepalive, and a cache of key metadata.
+ */
+export class GatewayClient {
+  protected readonly options: ResolvedClientOptions;
+  private readonly endpoints: Endpoint[];
+  private next = 0;
+  private readonly keyCache = new Map<string, { key: KeyDescription; fetchedAt: number }>();
+
+  constructor(options: GatewayClientOptions) {
+    this.options = resolveClientOptions(options);
+    const credentials = grpc.credentials.createSsl(this.options.ca, this.options.key, this.options.cert);
+    const channelOptions: grpc.ChannelOptions = {
+      'grpc.keepalive_time_ms': this.options.keepaliveMs,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 2000,
+      ...(this.options.serverName ? { 'grpc.ssl_target_name_override': this.options.serverName, 'grpc.default_authority': this.options.serverName } : {}),
+    };
+    this.endpoints = this.options.endpoints.map((address) => ({
+      address, client: new SignerClient(address, credentials, channelOptions), downUntil: 0, failures: 0,
+    }));
+  }
+
+  /** Healthy endpoints in round-robin order, then the ones marked down (soonest back first). */
+  private endpointOrder(): Endpoint[] {
+    const now = performance.now();
+    const start = this.next++ % this.endpoints.length;
+    const rotated = [...this.endpoints.slice(start), ...this.endpoints.slice(0, start)];
+    const up = rotated.filter((e) => e.downUntil <= now);
+    const down = rotated.filter((e) => e.downUntil > now).sort((a, b) => a.downUntil - b.downUntil);
+    return [...up, ...down];
+  }
+
+  /** Runs a call with failover: UNAVAILABLE moves on to the next endpoint after a backoff. */
+  protected async withFailover<T>(call: (client: SignerClient, deadline: Date) => Promise<T>): Promise<T> {
+    const order = this.endpointOrder();
+    let lastError: GatewayClientError | undefined;
+    for (let attempt = 0; attempt <= this.options.maxRetries; attempt++) {
+      const endpoint = order[attempt % order.length];
+      if (attempt > 0) await sleep(Math.min(this.options.retryBackoffMs * 2 ** (attempt - 1), 1000));
+      try {
+        const result = await call(endpoint.client, new Date(Date.now() + this.options.deadlineMs));
+        endpoint.failures = 0;
+        endpoint.downUntil = 0;
+        return result;
+      } catch (err) {
+        lastError = GatewayClientError.from(err as Error, endpoint.address);
+        if (lastError.code !== grpc.status.UNAVAILABLE) throw lastError;
+        endpoint.failures++;
+        endpoint.downUntil = performance.now() + Math.min(100 * 2 ** (endpoint.failures - 1), 5000);
+      }
+    }
+    throw lastError ?? new GatewayClientError(grpc.status.UNAVAILABLE, 'no endpoint');
+  }
+
+  /** Signs a digest (or, for ED25519, a message) with a named key. ECDSA signatures are DER. */
+  async sign(key: string, algorithm: SignatureAlgorithm | AlgorithmName, digest: Buffer): Promise<Buffer> {
+    const alg = algorithmValue(algorithm);
+    const input = alg === SignatureAlgorithm.ED25519 ? { $case: 'message' as const, value: digest } : { $case: 'digest' as const, value: digest };
+    const response = await this.withFailover((client, deadline) => new Promise<SignResponse>((resolve, reject) => {
+      client.sign({ key, algorithm: alg, input, requestId: 0n }, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+    }));
+    return Buffer.from(response.signature);
+  }
+
+  /** Signs a whole message; the gateway hashes it (capped at the gateway's message limit). */
+  async signMessage(key: string, algorithm: SignatureAlgorithm | AlgorithmName, message: Buffer): Promise<Buffer> {
+    const alg = algorithmValue(algorithm);
+    const response = await this.withFailover((client, deadline) => new Promise<SignResponse>((resolve, reject) => {
+      client.sign({ key, algorithm: alg, input: { $case: 'message', value: message }, requestId: 0n }, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+    }));
+    return Buffer.from(response.signature);
+  }
+
+  /** Key metadata, cached for keyCacheTtlMs (pass refresh to bypass the cache). */
+  async getKey(name: string, options: { refresh?: boolean } = {}): Promise<KeyDescription> {
+    const cached = this.keyCache.get(name);
+    if (cached && !options.refresh && performance.now() - cached.fetchedAt < this.options.keyCacheTtlMs) return cached.key;
+    const info = await this.withFailover((client, deadline) => new Promise<KeyInfo>((resolve, reject) => {
+      client.getKey({ key: name }, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+    }));
+    const key = describeKey(info);
+    this.keyCache.set(name, { key, fetchedAt: performance.now() });
+    return key;
+  }
+
+  async listKeys(): Promise<KeyDescription[]> {
+    const res = await this.withFailover((client, deadline) => new Promise<KeyDescription[]>((resolve, reject) => {
+      client.listKeys({}, new grpc.Metadata(), { deadline }, (err, r) => (err ? reject(err) : resolve(r.keys.map(describeKey))));
+    }));
+    for (const key of res) this.keyCache.set(key.name, { key, fetchedAt: performance.now() });
+    return res;
+  }
+
+  close(): void {
+    for (const e of this.endpoints) e.client.close();
+  }
+}

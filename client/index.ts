@@ -1,0 +1,5 @@
+/** The public surface of `hsm-gateway/client`. */
+export { GatewayClient, algorithmValue, type AlgorithmName, type KeyDescription } from './gateway-client';
+export { GatewayClientError } from './gateway-client-error';
+export type { GatewayClientOptions } from './gateway-client-options';
+export { SignatureAlgorithm, KeyType } from '../proto/generated/hsmgateway/v1/signer';

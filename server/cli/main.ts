@@ -1,0 +1,53 @@
+import { parseArgs } from 'node:util';
+import { GatewayClientError } from '../../client/gateway-client-error';
+import { keysCommand } from './keys-command';
+import { SERVE_HELP, serveCommand } from './serve-command';
+import { signCommand } from './sign-command';
+
+const HELP = `hsm-gateway: a remote-signing gateway for TLS private keys held in an HSM.
+
+Usage: hsm-gateway <command> [options]
+
+Commands:
+  serve   run the gateway (embedded SoftHSM2 default unless --config is given)
+  sign    sign a digest or file through a running gateway
+  keys    list the keys this client may use
+
+Run "hsm-gateway <command> --help" for a command's options.
+
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 the gateway refused the call.`;
+
+/** Entry point of the CLI; returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve': {
+        const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+        if (values.help) {
+          process.stdout.write(`${SERVE_HELP}\n`);
+          return 0;
+        }
+        return await serveCommand(values.config);
+      }
+      case 'sign': return await signCommand(rest);
+      case 'keys': return await keysCommand(rest);
+      case undefined: case '-h': case '--help': case 'help':
+        process.stdout.write(`${HELP}\n`);
+        return command === undefined ? 2 : 0;
+      default:
+        process.stderr.write(`hsm-gateway: unknown command "${command}"\n\n${HELP}\n`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof GatewayClientError) {
+      process.stderr.write(`hsm-gateway ${command}: ${err.message}\n`);
+      return 3;
+    }
+    if (err instanceof TypeError && /ERR_PARSE_ARGS/.test(String((err as NodeJS.ErrnoException).code))) {
+      process.stderr.write(`hsm-gateway ${command}: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}

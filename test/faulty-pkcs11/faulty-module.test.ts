@@ -410,6 +410,46 @@ describe('faulty PKCS#11 module', () => {
     assert.ok(injected.length > 5 && injected.length < 60, `${injected.length} injected of 100`);
   });
 
+  test('device removal while async signs are in flight: no crash, only expected CKRs', async () => {
+    const sessions = Array.from({ length: 4 }, () => openSession());
+    let stop = false;
+    const seen = new Map<string, number>();
+    const workers = sessions.map(async (s) => {
+      while (!stop) {
+        let rv = 'CKR_OK';
+        try {
+          assert.equal(verifies(await signAsync(s)), true);
+        } catch (err) {
+          rv = (err as Error).message;
+        }
+        seen.set(rv, (seen.get(rv) ?? 0) + 1);
+        if (rv !== 'CKR_OK') await sleep(1);
+      }
+    });
+    for (let i = 0; i < 3; i++) {
+      await sleep(30);
+      faults.removeDevice();
+      await sleep(30);
+      faults.restoreDevice();
+    }
+    stop = true;
+    await Promise.all(workers);
+    for (const rv of seen.keys()) {
+      assert.ok(
+        ['CKR_OK', 'CKR_DEVICE_REMOVED', 'CKR_SESSION_HANDLE_INVALID'].includes(rv),
+        `unexpected ${rv}: ${JSON.stringify([...seen])}`,
+      );
+    }
+    assert.ok((seen.get('CKR_OK') ?? 0) > 0, 'some signatures before the first removal');
+    assert.ok((seen.get('CKR_DEVICE_REMOVED') ?? 0) > 0, 'removal was seen by in-flight signers');
+    // The old sessions are dead for good; the gateway has to log in again.
+    for (const s of sessions) assertCkr(() => p11.C_GetSessionInfo(s), 'CKR_SESSION_HANDLE_INVALID');
+    session = openSession();
+    assert.equal(p11.C_GetSessionInfo(session).state, CKS_RW_PUBLIC_SESSION);
+    loginAndFindKey(session);
+    assert.equal(verifies(signSync(session)), true);
+  });
+
   test('unknown control lines are ignored, valid ones still apply', () => {
     faults.setRules(['# a comment', '', 'frobnicate C_Sign', 'fail C_Nope CKR_OK', 'fail C_Sign CKR_SESSION_CLOSED once']);
     assertCkr(() => signSync(session), 'CKR_SESSION_CLOSED');

@@ -221,6 +221,10 @@ typedef struct sess {
 #define NBUCKET 1024
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Held shared around every call into the target and exclusively while sessions are closed on the
+ * application's behalf (device removal) and during C_Finalize: SoftHSM frees a session's state on
+ * close even while another thread is still signing with it. Never take g_mu while holding it. */
+static pthread_rwlock_t g_fwd = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
 
 static int g_env_read;
@@ -422,17 +426,27 @@ static CK_RV load_target_locked(void) {
   return CKR_OK;
 }
 
-/* Real C_CloseAllSessions on every slot of the target (called with g_mu held). */
+#define FORWARD(rv, call)           \
+  do {                              \
+    pthread_rwlock_rdlock(&g_fwd);  \
+    (rv) = (call);                  \
+    pthread_rwlock_unlock(&g_fwd);  \
+  } while (0)
+
+/* Real C_CloseAllSessions on every slot of the target (called with g_mu held). Waits until calls
+ * already inside the target have returned; new ones are refused by g_removed meanwhile. */
 static void target_close_all_locked(void) {
   CK_ULONG n = 0, i;
-  CK_SLOT_ID *slots;
+  CK_SLOT_ID *slots = NULL;
   if (!g_target || !g_initialized) return;
-  if (g_target->C_GetSlotList(CK_FALSE, NULL_PTR, &n) != CKR_OK || n == 0) return;
-  slots = calloc(n + 8, sizeof *slots);
-  if (!slots) return;
-  n += 8;
-  if (g_target->C_GetSlotList(CK_FALSE, slots, &n) == CKR_OK)
-    for (i = 0; i < n; i++) g_target->C_CloseAllSessions(slots[i]);
+  pthread_rwlock_wrlock(&g_fwd);
+  if (g_target->C_GetSlotList(CK_FALSE, NULL_PTR, &n) == CKR_OK && n > 0 &&
+      (slots = calloc(n + 8, sizeof *slots)) != NULL) {
+    n += 8;
+    if (g_target->C_GetSlotList(CK_FALSE, slots, &n) == CKR_OK)
+      for (i = 0; i < n; i++) g_target->C_CloseAllSessions(slots[i]);
+  }
+  pthread_rwlock_unlock(&g_fwd);
   free(slots);
 }
 
@@ -730,7 +744,26 @@ static void watcher_stop(void) {
   pthread_join(t, NULL);
 }
 
-__attribute__((destructor)) static void faulty_fini(void) { watcher_stop(); }
+/* On dlclose/exit: stop the watcher and free our own state (the target stays loaded). */
+__attribute__((destructor)) static void faulty_fini(void) {
+  size_t i;
+  watcher_stop();
+  pthread_mutex_lock(&g_mu);
+  sess_remove_slot_locked(1, 0);
+  free(g_cfg.rules);
+  memset(&g_cfg, 0, sizeof g_cfg);
+  free(g_content);
+  g_content = NULL;
+  g_content_valid = 0;
+  g_stamp.valid = 0;
+  free((void *)g_control_path);
+  free((void *)g_log_path);
+  g_control_path = g_log_path = NULL;
+  g_env_read = 0;
+  for (i = 0; i < g_nreported; i++) free(g_reported[i]);
+  g_nreported = 0;
+  pthread_mutex_unlock(&g_mu);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Call bracket                                                                                */
@@ -843,8 +876,10 @@ static CK_RV call_end(const call_t *c, CK_RV rv) {
 #define PLAIN_FN(name, params, args)                                  \
   EXPORT CK_RV name params {                                          \
     call_t c;                                                         \
+    CK_RV rv;                                                         \
     if (call_begin(&c, FN_##name)) return call_end(&c, c.rv);         \
-    return call_end(&c, g_target->name args);                         \
+    FORWARD(rv, g_target->name args);                                 \
+    return call_end(&c, rv);                                          \
   }
 
 /* A function whose first argument is hSession: translated to the real handle as `real`.
@@ -859,12 +894,14 @@ static CK_RV call_end(const call_t *c, CK_RV rv) {
     if (call_begin(&c, FN_##name)) {                                                \
       if (!c.removed && c.rv != CKR_OK && c.rv != CKR_BUFFER_TOO_SMALL && g_target && \
           sess_lookup(hSession, &real, NULL) == CKR_OK) {                           \
+        pthread_rwlock_rdlock(&g_fwd);                                              \
         drain;                                                                      \
+        pthread_rwlock_unlock(&g_fwd);                                              \
       }                                                                             \
       return call_end(&c, c.rv);                                                    \
     }                                                                               \
     rv = sess_lookup(hSession, &real, NULL);                                        \
-    if (rv == CKR_OK) rv = g_target->name args;                                     \
+    if (rv == CKR_OK) FORWARD(rv, g_target->name args);                             \
     return call_end(&c, rv);                                                        \
   }
 #define SESSION_FN(name, params, args) SESSION_FN_DRAIN(name, params, args, (void)real)
@@ -912,7 +949,7 @@ EXPORT CK_RV C_Initialize(CK_VOID_PTR pInitArgs) {
   call_t c;
   CK_RV rv;
   if (call_begin(&c, FN_C_Initialize)) return call_end(&c, c.rv);
-  rv = g_target->C_Initialize(pInitArgs);
+  FORWARD(rv, g_target->C_Initialize(pInitArgs));
   if (rv == CKR_OK) {
     const CK_C_INITIALIZE_ARGS *a = (const CK_C_INITIALIZE_ARGS *)pInitArgs;
     pthread_mutex_lock(&g_mu);
@@ -928,7 +965,9 @@ EXPORT CK_RV C_Finalize(CK_VOID_PTR pReserved) {
   CK_RV rv;
   if (call_begin(&c, FN_C_Finalize)) return call_end(&c, c.rv);
   watcher_stop();
+  pthread_rwlock_wrlock(&g_fwd); /* let calls still inside the target return first */
   rv = g_target->C_Finalize(pReserved);
+  pthread_rwlock_unlock(&g_fwd);
   pthread_mutex_lock(&g_mu);
   if (rv == CKR_OK) {
     g_initialized = 0;
@@ -946,20 +985,22 @@ PLAIN_FN(C_GetInfo, (CK_INFO_PTR pInfo), (pInfo))
 EXPORT CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList,
                            CK_ULONG_PTR pulCount) {
   call_t c;
+  CK_RV rv;
   if (call_begin(&c, FN_C_GetSlotList)) return call_end(&c, c.rv);
   if (c.removed && tokenPresent) {
     if (!pulCount) return call_end(&c, CKR_ARGUMENTS_BAD);
     *pulCount = 0;
     return call_end(&c, CKR_OK);
   }
-  return call_end(&c, g_target->C_GetSlotList(tokenPresent, pSlotList, pulCount));
+  FORWARD(rv, g_target->C_GetSlotList(tokenPresent, pSlotList, pulCount));
+  return call_end(&c, rv);
 }
 
 EXPORT CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo) {
   call_t c;
   CK_RV rv;
   if (call_begin(&c, FN_C_GetSlotInfo)) return call_end(&c, c.rv);
-  rv = g_target->C_GetSlotInfo(slotID, pInfo);
+  FORWARD(rv, g_target->C_GetSlotInfo(slotID, pInfo));
   if (rv == CKR_OK && c.removed && pInfo) pInfo->flags &= ~(CK_FLAGS)CKF_TOKEN_PRESENT;
   return call_end(&c, rv);
 }
@@ -989,19 +1030,20 @@ EXPORT CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pAppli
   if (call_begin(&c, FN_C_OpenSession)) return call_end(&c, c.rv);
   if (!phSession) return call_end(&c, CKR_ARGUMENTS_BAD);
   /* Notify callbacks would receive the real handle; SoftHSM never calls them. */
-  rv = g_target->C_OpenSession(slotID, flags, pApplication, Notify, &real);
+  FORWARD(rv, g_target->C_OpenSession(slotID, flags, pApplication, Notify, &real));
   if (rv != CKR_OK) return call_end(&c, rv);
   pthread_mutex_lock(&g_mu);
   if (g_epoch != c.epoch || g_removed) {
     /* the device went away (or C_Finalize ran) while we were opening */
+    CK_RV why = g_removed ? CKR_DEVICE_REMOVED : CKR_CRYPTOKI_NOT_INITIALIZED;
     pthread_mutex_unlock(&g_mu);
-    g_target->C_CloseSession(real);
-    return call_end(&c, g_removed ? CKR_DEVICE_REMOVED : CKR_CRYPTOKI_NOT_INITIALIZED);
+    FORWARD(rv, g_target->C_CloseSession(real));
+    return call_end(&c, why);
   }
   virt = sess_add_locked(real, slotID);
   pthread_mutex_unlock(&g_mu);
   if (virt == CK_INVALID_HANDLE) {
-    g_target->C_CloseSession(real);
+    FORWARD(rv, g_target->C_CloseSession(real));
     return call_end(&c, CKR_HOST_MEMORY);
   }
   *phSession = virt;
@@ -1015,7 +1057,7 @@ EXPORT CK_RV C_CloseSession(CK_SESSION_HANDLE hSession) {
   if (call_begin(&c, FN_C_CloseSession)) return call_end(&c, c.rv);
   rv = sess_lookup(hSession, &real, NULL);
   if (rv != CKR_OK) return call_end(&c, rv);
-  rv = g_target->C_CloseSession(real);
+  FORWARD(rv, g_target->C_CloseSession(real));
   if (rv == CKR_OK || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
     pthread_mutex_lock(&g_mu);
     sess_remove_locked(hSession);
@@ -1028,7 +1070,7 @@ EXPORT CK_RV C_CloseAllSessions(CK_SLOT_ID slotID) {
   call_t c;
   CK_RV rv;
   if (call_begin(&c, FN_C_CloseAllSessions)) return call_end(&c, c.rv);
-  rv = g_target->C_CloseAllSessions(slotID);
+  FORWARD(rv, g_target->C_CloseAllSessions(slotID));
   if (rv == CKR_OK) {
     pthread_mutex_lock(&g_mu);
     sess_remove_slot_locked(0, slotID);

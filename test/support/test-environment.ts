@@ -1,0 +1,135 @@
+/**
+ * The shared test fixture: the embedded default (the same code `npm start` runs) in a test state
+ * directory, plus extra keys and client identities the tests need. Prepared once by
+ * scripts/run-tests.js; any test file can also prepare it when run alone.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
+import { createCertificateAuthority, issueLeaf, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
+import { HsmModule } from '../../server/pkcs11/hsm-module';
+import { findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../../server/pkcs11/token-admin';
+import * as x509 from '../../client/x509/x509-library';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
+export const TEST_STATE_DIR = process.env.HSMGW_TEST_STATE_DIR ?? path.join(REPO_ROOT, '.hsm-gateway-test');
+
+/** Keys on the test token beyond the embedded default's dev-ec and dev-rsa. */
+export const EXTRA_KEYS: ReadonlyArray<{ name: string; spec: KeySpec }> = [
+  { name: 'test-ec384', spec: 'ec-p384' },
+  { name: 'test-rsa3072', spec: 'rsa-3072' },
+];
+
+export const IDENTITIES = {
+  dev: 'spiffe://hsm-gateway.dev/proxy',
+  ecOnly: 'spiffe://hsm-gateway.test/ec-only',
+  wildcard: 'spiffe://hsm-gateway.test/wild/proxy-1',
+  nobody: 'spiffe://hsm-gateway.test/nobody',
+  dnsOnly: 'proxy.hsm-gateway.test',
+} as const;
+
+export interface ClientIdentity { cert: string; key: string }
+
+export interface TestEnvironment {
+  stateDir: string;
+  modulePath: string;
+  softhsmConf: string;
+  pinFile: string;
+  tokenLabel: string;
+  pki: {
+    ca: string;
+    serverCert: string;
+    serverKey: string;
+    otherCa: string;
+    clients: Record<'dev' | 'ecOnly' | 'wildcard' | 'nobody' | 'dnsOnly' | 'otherCa' | 'expired', ClientIdentity>;
+  };
+}
+
+const MANIFEST = 'test-environment.json';
+
+async function writeIdentity(dir: string, name: string, ca: CertificateAuthority, opts: Parameters<typeof issueLeaf>[1]): Promise<ClientIdentity> {
+  const issued = await issueLeaf(ca, opts);
+  const cert = path.join(dir, `${name}.pem`);
+  const key = path.join(dir, `${name}.key`);
+  writePem(cert, issued.certPem, false);
+  writePem(key, issued.keyPem, true);
+  return { cert, key };
+}
+
+async function prepare(): Promise<TestEnvironment> {
+  const embedded = await ensureEmbeddedDefault(TEST_STATE_DIR);
+  const config = fs.readFileSync(embedded.configFile, 'utf8');
+  const modulePath = /module: (\S+)/.exec(config)?.[1] ?? '/usr/lib/softhsm/libsofthsm2.so';
+  const pinFile = path.join(TEST_STATE_DIR, 'pin');
+
+  const module = new HsmModule(modulePath);
+  module.load();
+  module.initialize();
+  try {
+    module.selectToken({ label: 'hsm-gateway-dev' });
+    const session = module.openReadWriteSession();
+    module.login(session, fs.readFileSync(pinFile, 'utf8').trim());
+    for (const { name, spec } of EXTRA_KEYS) {
+      if (!findPrivateKeyByLabel(module, session, name)) generateSigningKey(module, session, name, spec);
+    }
+    module.closeSession(session);
+  } finally {
+    module.finalize();
+  }
+
+  const pkiDir = path.join(TEST_STATE_DIR, 'pki');
+  const clientsDir = path.join(TEST_STATE_DIR, 'test-clients');
+  // Re-create the dev CA object from its files to issue more identities under it.
+  const caCert = new x509.X509Certificate(fs.readFileSync(path.join(pkiDir, 'ca.pem'), 'utf8'));
+  const caKeyPem = fs.readFileSync(path.join(pkiDir, 'ca.key'), 'utf8');
+  const { webcrypto } = await import('node:crypto');
+  const der = Buffer.from(caKeyPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const privateKey = await webcrypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign']);
+  const publicKey = await webcrypto.subtle.importKey('spki', Buffer.from(caCert.publicKey.rawData), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+  const devCa: CertificateAuthority = { keys: { privateKey, publicKey }, cert: caCert, certPem: caCert.toString('pem'), keyPem: caKeyPem };
+  const otherCa = await createCertificateAuthority('some other CA');
+  writePem(path.join(clientsDir, 'other-ca.pem'), otherCa.certPem, false);
+  const past = new Date(Date.now() - 10 * 86_400_000);
+
+  const env: TestEnvironment = {
+    stateDir: TEST_STATE_DIR,
+    modulePath,
+    softhsmConf: embedded.softhsmConf,
+    pinFile,
+    tokenLabel: 'hsm-gateway-dev',
+    pki: {
+      ca: path.join(pkiDir, 'ca.pem'),
+      serverCert: path.join(pkiDir, 'server.pem'),
+      serverKey: path.join(pkiDir, 'server.key'),
+      otherCa: path.join(clientsDir, 'other-ca.pem'),
+      clients: {
+        dev: { cert: embedded.pki.clientCert, key: embedded.pki.clientKey },
+        ecOnly: await writeIdentity(clientsDir, 'ec-only', devCa, { commonName: 'ec-only', uri: [IDENTITIES.ecOnly], usage: 'client' }),
+        wildcard: await writeIdentity(clientsDir, 'wildcard', devCa, { commonName: 'wild', uri: [IDENTITIES.wildcard], usage: 'client' }),
+        nobody: await writeIdentity(clientsDir, 'nobody', devCa, { commonName: 'nobody', uri: [IDENTITIES.nobody], usage: 'client' }),
+        dnsOnly: await writeIdentity(clientsDir, 'dns-only', devCa, { commonName: 'dns-only', dns: [IDENTITIES.dnsOnly], usage: 'client' }),
+        otherCa: await writeIdentity(clientsDir, 'other-ca-client', otherCa, { commonName: 'intruder', uri: [IDENTITIES.dev], usage: 'client' }),
+        expired: await writeIdentity(clientsDir, 'expired', devCa, { commonName: 'expired', uri: [IDENTITIES.dev], usage: 'client', notBefore: new Date(past.getTime() - 86_400_000), notAfter: past }),
+      },
+    },
+  };
+  fs.writeFileSync(path.join(TEST_STATE_DIR, MANIFEST), JSON.stringify(env, null, 2));
+  return env;
+}
+
+let cached: TestEnvironment | undefined;
+
+/** The prepared environment; prepares it when missing. Also points SOFTHSM2_CONF at the test token. */
+export async function testEnvironment(): Promise<TestEnvironment> {
+  if (cached) return cached;
+  const manifest = path.join(TEST_STATE_DIR, MANIFEST);
+  cached = fs.existsSync(manifest) ? (JSON.parse(fs.readFileSync(manifest, 'utf8')) as TestEnvironment) : await prepare();
+  process.env.SOFTHSM2_CONF = cached.softhsmConf;
+  return cached;
+}
+
+/** Entry point for scripts/run-tests.js: (re)prepare before the test files run. */
+export async function prepareTestEnvironment(): Promise<TestEnvironment> {
+  cached = await prepare();
+  return cached;
+}

@@ -1,0 +1,95 @@
+import * as fs from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { GatewayClient } from '../../client/gateway-client';
+import type { GatewayClientOptions } from '../../client/gateway-client-options';
+import { SignerClient } from '../../proto/generated/hsmgateway/v1/signer';
+import { buildConfig } from '../../server/config/load-config';
+import type { GatewayConfig } from '../../server/config/gateway-config';
+import { Gateway } from '../../server/gateway';
+import { Logger } from '../../server/observability/logger';
+import { EXTRA_KEYS, IDENTITIES, testEnvironment, type ClientIdentity, type TestEnvironment } from './test-environment';
+
+export interface TestGatewayOptions {
+  /** Merged over the test config's pkcs11 section. */
+  pkcs11?: Record<string, unknown>;
+  limits?: Record<string, unknown>;
+  logging?: Record<string, unknown>;
+  shutdown?: Record<string, unknown>;
+}
+
+export interface TestGateway {
+  env: TestEnvironment;
+  config: GatewayConfig;
+  gateway: Gateway;
+  endpoint: string;
+  metricsUrl: string;
+  /** A GatewayClient for one of the test identities (no retries, so codes are exact). */
+  client(identity?: keyof TestEnvironment['pki']['clients'], options?: Partial<GatewayClientOptions>): GatewayClient;
+  /** The generated grpc-js client, for SignStream and raw calls. */
+  rawClient(identity?: keyof TestEnvironment['pki']['clients']): SignerClient;
+  stop(): Promise<void>;
+}
+
+export const ALL_TEST_KEYS = ['dev-ec', 'dev-rsa', ...EXTRA_KEYS.map((k) => k.name)];
+
+/** The document a test gateway is configured with (listening on ephemeral loopback ports). */
+export function testConfigDocument(env: TestEnvironment, options: TestGatewayOptions = {}): Record<string, unknown> {
+  return {
+    pkcs11: {
+      module: env.modulePath,
+      environment: { SOFTHSM2_CONF: env.softhsmConf },
+      token: { label: env.tokenLabel },
+      pin: { file: env.pinFile },
+      ...options.pkcs11,
+    },
+    keys: ALL_TEST_KEYS.map((name) => ({ name, label: name })),
+    listen: { grpc: '127.0.0.1:0', http: '127.0.0.1:0' },
+    tls: { cert: env.pki.serverCert, key: env.pki.serverKey, clientCa: env.pki.ca },
+    authorization: {
+      rules: [
+        { identity: IDENTITIES.dev, keys: ALL_TEST_KEYS },
+        { identity: IDENTITIES.ecOnly, keys: ['dev-ec'], algorithms: ['ECDSA_SHA256'] },
+        { identity: 'spiffe://hsm-gateway.test/wild/*', keys: ['test-*'] },
+        { identity: IDENTITIES.dnsOnly, keys: ['dev-rsa'] },
+      ],
+    },
+    limits: options.limits ?? {},
+    logging: { level: 'warn', audit: false, ...options.logging },
+    shutdown: { graceMs: 2000, ...options.shutdown },
+  };
+}
+
+function readIdentity(identity: ClientIdentity): { cert: Buffer; key: Buffer } {
+  return { cert: fs.readFileSync(identity.cert), key: fs.readFileSync(identity.key) };
+}
+
+export async function startTestGateway(options: TestGatewayOptions = {}, logger = new Logger('error')): Promise<TestGateway> {
+  const env = await testEnvironment();
+  const config = buildConfig(testConfigDocument(env, options), env.stateDir, {});
+  const gateway = await Gateway.start(config, logger);
+  const endpoint = `localhost:${gateway.grpcPort}`;
+  const ca = fs.readFileSync(env.pki.ca);
+  const clients: Array<{ close(): void }> = [];
+  return {
+    env,
+    config,
+    gateway,
+    endpoint,
+    metricsUrl: `http://127.0.0.1:${gateway.httpPort}/metrics`,
+    client(identity = 'dev', extra = {}) {
+      const c = new GatewayClient({ endpoints: [endpoint], ca, ...readIdentity(env.pki.clients[identity]), maxRetries: 0, deadlineMs: 10_000, ...extra });
+      clients.push(c);
+      return c;
+    },
+    rawClient(identity = 'dev') {
+      const { cert, key } = readIdentity(env.pki.clients[identity]);
+      const c = new SignerClient(endpoint, grpc.credentials.createSsl(ca, key, cert));
+      clients.push(c);
+      return c;
+    },
+    async stop() {
+      for (const c of clients) c.close();
+      await gateway.stop();
+    },
+  };
+}

@@ -1,0 +1,88 @@
+import { describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { buildConfig } from '../../server/config/load-config';
+import { ConfigError } from '../../server/config/config-error';
+import { parsePkcs11Uri } from '../../server/pkcs11/rfc7512';
+
+const base = (): Record<string, unknown> => ({
+  pkcs11: { module: '/usr/lib/softhsm/libsofthsm2.so', token: { label: 't' }, pin: { file: 'pin' } },
+  keys: [{ name: 'web', label: 'web-2026' }],
+  tls: { cert: 'server.pem', key: 'server.key', clientCa: 'ca.pem' },
+  authorization: { rules: [{ identity: 'spiffe://x/*', keys: ['web'] }] },
+});
+
+function expectError(doc: Record<string, unknown>, field: string, pattern: RegExp, env: NodeJS.ProcessEnv = {}): void {
+  assert.throws(() => buildConfig(doc, '/etc/hsm-gateway', env), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.equal(err.field, field);
+    assert.match(err.message, pattern);
+    assert.equal(err.message.split('\n').length, 1, 'one line');
+    return true;
+  });
+}
+
+describe('configuration', () => {
+  it('fills defaults and resolves paths against the config directory', () => {
+    const c = buildConfig(base(), '/etc/hsm-gateway', {});
+    assert.equal(c.listen.grpc, '127.0.0.1:8443');
+    assert.equal(c.listen.http, '127.0.0.1:9464');
+    assert.equal(c.pkcs11.pin.file, '/etc/hsm-gateway/pin');
+    assert.equal(c.tls.clientCa, '/etc/hsm-gateway/ca.pem');
+    assert.equal(c.pkcs11.sessions.max, 8);
+    assert.equal(c.limits.maxMessageBytes, 65536);
+    assert.deepEqual(c.authorization.rules[0].algorithms, []);
+  });
+
+  it('environment overrides win over the file', () => {
+    const c = buildConfig(base(), '/x', { HSMGW_LISTEN: '0.0.0.0:9000', HSMGW_METRICS_LISTEN: '[::1]:9999', HSMGW_PIN_FILE: '/run/secrets/pin', HSMGW_LOG_LEVEL: 'debug' });
+    assert.equal(c.listen.grpc, '0.0.0.0:9000');
+    assert.equal(c.listen.http, '[::1]:9999');
+    assert.equal(c.pkcs11.pin.file, '/run/secrets/pin');
+    assert.equal(c.logging.level, 'debug');
+  });
+
+  it('a bad environment override is reported under the field it overrides', () => {
+    expectError(base(), 'listen.grpc', /host:port/, { HSMGW_LISTEN: 'nonsense' });
+  });
+
+  const mistakes: Array<[string, (d: Record<string, unknown>) => void, string, RegExp]> = [
+    ['unknown top-level field', (d) => { d.sesions = {}; }, 'sesions', /unknown field/],
+    ['typo inside pkcs11', (d) => { (d.pkcs11 as Record<string, unknown>).modul = 'x'; }, 'pkcs11.modul', /unknown field/],
+    ['no token selector', (d) => { (d.pkcs11 as Record<string, unknown>).token = {}; }, 'pkcs11.token', /label or serial/],
+    ['both PIN sources', (d) => { (d.pkcs11 as Record<string, unknown>).pin = { file: 'a', env: 'B' }; }, 'pkcs11.pin', /exactly one/],
+    ['PIN written inline', (d) => { (d.pkcs11 as Record<string, unknown>).pin = { value: '1234' }; }, 'pkcs11.pin.value', /unknown field/],
+    ['pool max not an integer', (d) => { (d.pkcs11 as Record<string, unknown>).sessions = { max: 'many' }; }, 'pkcs11.sessions.max', /integer/],
+    ['pool min above max', (d) => { (d.pkcs11 as Record<string, unknown>).sessions = { min: 9, max: 4 }; }, 'pkcs11.sessions.min', /must not exceed/],
+    ['key without a locator', (d) => { d.keys = [{ name: 'web' }]; }, 'keys[0]', /label, id or uri/],
+    ['duplicate key name', (d) => { d.keys = [{ name: 'web', label: 'a' }, { name: 'web', label: 'b' }]; }, 'keys[1].name', /duplicate/],
+    ['bad CKA_ID hex', (d) => { d.keys = [{ name: 'web', id: 'xyz' }]; }, 'keys[0].id', /hex/],
+    ['PIN inside a PKCS#11 URI', (d) => { d.keys = [{ name: 'web', uri: 'pkcs11:object=web?pin-value=1234' }]; }, 'keys[0].uri', /pin-value/],
+    ['rule naming an unknown key', (d) => { d.authorization = { rules: [{ identity: 'a', keys: ['nope'] }] }; }, 'authorization.rules[0].keys[0]', /no key named "nope"/],
+    ['rule with an unknown algorithm', (d) => { d.authorization = { rules: [{ identity: 'a', keys: ['web'], algorithms: ['MD5'] }] }; }, 'authorization.rules[0].algorithms[0]', /unknown algorithm "MD5"/],
+    ['wildcard in the middle', (d) => { d.authorization = { rules: [{ identity: 'a*b', keys: ['web'] }] }; }, 'authorization.rules[0].identity', /last character/],
+    ['rule without keys', (d) => { d.authorization = { rules: [{ identity: 'a', keys: [] }] }; }, 'authorization.rules[0].keys', /at least one/],
+    ['missing TLS cert', (d) => { d.tls = { key: 'k', clientCa: 'c' }; }, 'tls.cert', /required/],
+    ['bad listen address', (d) => { d.listen = { grpc: 'localhost' }; }, 'listen.grpc', /host:port/],
+    ['bad log level', (d) => { d.logging = { level: 'loud' }; }, 'logging.level', /one of/],
+  ];
+  for (const [name, mutate, field, pattern] of mistakes) {
+    it(`names the field: ${name}`, () => {
+      const doc = base();
+      mutate(doc);
+      expectError(doc, field, pattern);
+    });
+  }
+});
+
+describe('RFC 7512 PKCS#11 URIs', () => {
+  it('parses object, id (percent-encoded), token and type', () => {
+    assert.deepEqual(parsePkcs11Uri('pkcs11:token=hsm%20one;object=web-2026;id=%01%a2;type=private'), { token: 'hsm one', object: 'web-2026', id: '01a2', type: 'private' });
+  });
+  it('refuses PINs, unknown attributes and non-private types', () => {
+    assert.throws(() => parsePkcs11Uri('pkcs11:object=a?pin-value=1'), /pin-value/);
+    assert.throws(() => parsePkcs11Uri('pkcs11:colour=red'), /unknown attribute/);
+    assert.throws(() => parsePkcs11Uri('pkcs11:object=a;type=cert'), /private/);
+    assert.throws(() => parsePkcs11Uri('pkcs11:id=%zz'), /percent-encoding/);
+    assert.throws(() => parsePkcs11Uri('object=a'), /pkcs11:/);
+  });
+});

@@ -1,0 +1,242 @@
+// N-API face of the keyless addon. Loaded in the main thread (bridges) and in each
+// signer worker (attachWorker creates the threadsafe function there).
+#include <node_api.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "provider.h"
+#include "remote_signer.h"
+
+namespace keyless {
+namespace {
+
+#define CHECK_NAPI(env, call)                                   \
+  do {                                                          \
+    if ((call) != napi_ok) return ThrowLastError(env, #call);   \
+  } while (0)
+
+napi_value ThrowLastError(napi_env env, const char* what) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) {
+    const napi_extended_error_info* info = nullptr;
+    napi_get_last_error_info(env, &info);
+    std::string message = std::string("keyless addon: ") +
+                          (info != nullptr && info->error_message != nullptr ? info->error_message : what);
+    napi_throw_error(env, nullptr, message.c_str());
+  }
+  return nullptr;
+}
+
+napi_value Throw(napi_env env, const std::string& message) {
+  napi_throw_error(env, nullptr, message.c_str());
+  return nullptr;
+}
+
+bool GetString(napi_env env, napi_value value, std::string* out) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, nullptr, 0, &len) != napi_ok) return false;
+  out->resize(len);
+  return napi_get_value_string_utf8(env, value, out->data(), len + 1, &len) == napi_ok;
+}
+
+napi_value Undefined(napi_env env) {
+  napi_value result;
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+// The worker's threadsafe function and the bridge it serves. One per worker env,
+// shared by the env's instance data and the function's finalizer (either may be
+// torn down first when the worker ends).
+struct Attachment {
+  std::string bridge_id;
+  napi_threadsafe_function tsfn = nullptr;
+  bool released = false;
+};
+using AttachmentRef = std::shared_ptr<Attachment>;
+
+// ---- worker side --------------------------------------------------------------------
+
+void CallJs(napi_env env, napi_value js_cb, void*, void* data) {
+  std::unique_ptr<uint64_t> id(static_cast<uint64_t*>(data));
+  if (env == nullptr || js_cb == nullptr) return;  // function torn down: finalizer fails requests
+  SignJob job;
+  if (!PeekRequest(*id, &job)) return;  // already timed out: nothing to do
+  napi_value argv[4];
+  void* copy = nullptr;
+  napi_value undefined = Undefined(env);
+  const bool ok =
+      napi_create_double(env, static_cast<double>(*id), &argv[0]) == napi_ok &&
+      napi_create_string_utf8(env, job.key_name.data(), job.key_name.size(), &argv[1]) == napi_ok &&
+      napi_create_int32(env, job.algorithm, &argv[2]) == napi_ok &&
+      napi_create_buffer_copy(env, job.digest.size(), job.digest.data(), &copy, &argv[3]) == napi_ok &&
+      napi_call_function(env, undefined, js_cb, 4, argv, nullptr) == napi_ok;
+  if (!ok) {
+    bool pending = false;
+    napi_value exception;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_get_and_clear_last_exception(env, &exception);
+    }
+    CompleteRequest(*id, false, {}, "signer callback threw");
+  }
+}
+
+void FinalizeTsfn(napi_env, void* finalize_data, void*) {
+  AttachmentRef* attachment = static_cast<AttachmentRef*>(finalize_data);
+  WorkerGone((*attachment)->bridge_id, (*attachment)->tsfn);
+  delete attachment;
+}
+
+void DeleteAttachment(napi_env, void* data, void*) { delete static_cast<AttachmentRef*>(data); }
+
+// attachWorker(bridgeId: string, onSign: (id, keyName, algorithm, digest) => void)
+napi_value AttachWorkerJs(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string bridge_id;
+  if (argc < 2 || !GetString(env, argv[0], &bridge_id)) return Throw(env, "attachWorker(bridgeId, onSign)");
+  void* existing = nullptr;
+  napi_get_instance_data(env, &existing);
+  if (existing != nullptr) return Throw(env, "keyless: this thread already serves a bridge");
+
+  AttachmentRef attachment = std::make_shared<Attachment>();
+  attachment->bridge_id = bridge_id;
+  napi_value name;
+  CHECK_NAPI(env, napi_create_string_utf8(env, "hsmgw-keyless-sign", NAPI_AUTO_LENGTH, &name));
+  auto* for_finalizer = new AttachmentRef(attachment);
+  if (napi_create_threadsafe_function(env, argv[1], nullptr, name, 0, 1, for_finalizer, FinalizeTsfn,
+                                      nullptr, CallJs, &attachment->tsfn) != napi_ok) {
+    delete for_finalizer;
+    return ThrowLastError(env, "napi_create_threadsafe_function");
+  }
+  std::string error;
+  if (!AttachWorker(bridge_id, attachment->tsfn, &error)) {
+    // The finalizer only touches this function's (empty) requests.
+    napi_release_threadsafe_function(attachment->tsfn, napi_tsfn_abort);
+    return Throw(env, error);
+  }
+  napi_set_instance_data(env, new AttachmentRef(attachment), DeleteAttachment, nullptr);
+  return Undefined(env);
+}
+
+// detachWorker(): stop taking requests; outstanding ones fail at once.
+napi_value DetachWorkerJs(napi_env env, napi_callback_info) {
+  void* data = nullptr;
+  napi_get_instance_data(env, &data);
+  if (data == nullptr) return Undefined(env);
+  Attachment& attachment = **static_cast<AttachmentRef*>(data);
+  if (!attachment.released) {
+    attachment.released = true;
+    WorkerGone(attachment.bridge_id, attachment.tsfn);
+    napi_release_threadsafe_function(attachment.tsfn, napi_tsfn_abort);
+  }
+  return Undefined(env);
+}
+
+// completeSign(requestId: number, error: string | null, signature: Uint8Array | null)
+napi_value CompleteSignJs(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  double id = 0;
+  if (argc < 3 || napi_get_value_double(env, argv[0], &id) != napi_ok) {
+    return Throw(env, "completeSign(requestId, error, signature)");
+  }
+  std::string error;
+  if (GetString(env, argv[1], &error)) {
+    CompleteRequest(static_cast<uint64_t>(id), false, {}, error);
+    return Undefined(env);
+  }
+  bool is_typedarray = false;
+  napi_is_typedarray(env, argv[2], &is_typedarray);
+  if (!is_typedarray) {
+    CompleteRequest(static_cast<uint64_t>(id), false, {}, "signer returned no signature");
+    return Undefined(env);
+  }
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* bytes = nullptr;
+  CHECK_NAPI(env, napi_get_typedarray_info(env, argv[2], &type, &length, &bytes, nullptr, nullptr));
+  const unsigned char* p = static_cast<const unsigned char*>(bytes);
+  CompleteRequest(static_cast<uint64_t>(id), type == napi_uint8_array,
+                  std::vector<unsigned char>(p, p + (type == napi_uint8_array ? length : 0)),
+                  "signer returned a non-byte array");
+  return Undefined(env);
+}
+
+// ---- main side ----------------------------------------------------------------------
+
+// createBridge(bridgeId: string, timeoutMs: number)
+napi_value CreateBridgeJs(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string bridge_id;
+  int32_t timeout_ms = 0;
+  if (argc < 2 || !GetString(env, argv[0], &bridge_id) ||
+      napi_get_value_int32(env, argv[1], &timeout_ms) != napi_ok || timeout_ms <= 0) {
+    return Throw(env, "createBridge(bridgeId, timeoutMs)");
+  }
+  CreateBridge(bridge_id, timeout_ms);
+  return Undefined(env);
+}
+
+// destroyBridge(bridgeId: string)
+napi_value DestroyBridgeJs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string bridge_id;
+  if (argc < 1 || !GetString(env, argv[0], &bridge_id)) return Throw(env, "destroyBridge(bridgeId)");
+  DestroyBridge(bridge_id);
+  return Undefined(env);
+}
+
+// drainSamples(): Array<[keyName: string, outcome: number, seconds: number]>
+napi_value DrainSamplesJs(napi_env env, napi_callback_info) {
+  std::vector<Sample> samples;
+  DrainSamples(&samples);
+  napi_value result;
+  CHECK_NAPI(env, napi_create_array_with_length(env, samples.size(), &result));
+  for (size_t i = 0; i < samples.size(); i++) {
+    napi_value row, key, outcome, seconds;
+    CHECK_NAPI(env, napi_create_array_with_length(env, 3, &row));
+    CHECK_NAPI(env, napi_create_string_utf8(env, samples[i].key_name.data(), samples[i].key_name.size(), &key));
+    CHECK_NAPI(env, napi_create_int32(env, samples[i].outcome, &outcome));
+    CHECK_NAPI(env, napi_create_double(env, samples[i].seconds, &seconds));
+    CHECK_NAPI(env, napi_set_element(env, row, 0, key));
+    CHECK_NAPI(env, napi_set_element(env, row, 1, outcome));
+    CHECK_NAPI(env, napi_set_element(env, row, 2, seconds));
+    CHECK_NAPI(env, napi_set_element(env, result, static_cast<uint32_t>(i), row));
+  }
+  return result;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  std::string error;
+  if (!RegisterProvider(&error)) return Throw(env, "keyless: cannot load the OpenSSL provider: " + error);
+  const napi_property_descriptor methods[] = {
+      {"createBridge", nullptr, CreateBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"destroyBridge", nullptr, DestroyBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"attachWorker", nullptr, AttachWorkerJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"detachWorker", nullptr, DetachWorkerJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"completeSign", nullptr, CompleteSignJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"drainSamples", nullptr, DrainSamplesJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  CHECK_NAPI(env, napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods));
+  napi_value label, provider;
+  CHECK_NAPI(env, napi_create_string_utf8(env, kPemLabel, NAPI_AUTO_LENGTH, &label));
+  CHECK_NAPI(env, napi_create_string_utf8(env, kProviderName, NAPI_AUTO_LENGTH, &provider));
+  CHECK_NAPI(env, napi_set_named_property(env, exports, "pemLabel", label));
+  CHECK_NAPI(env, napi_set_named_property(env, exports, "providerName", provider));
+  return exports;
+}
+
+}  // namespace
+}  // namespace keyless
+
+NAPI_MODULE_INIT() { return keyless::Init(env, exports); }

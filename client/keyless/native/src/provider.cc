@@ -1,0 +1,157 @@
+// Provider entry point: dispatch tables, error strings and core upcalls.
+#include "provider.h"
+
+#include <openssl/decoder.h>
+#include <openssl/evp.h>
+#include <openssl/provider.h>
+
+#include <cstdarg>
+#include <mutex>
+
+namespace keyless {
+namespace {
+
+// Core upcalls, captured once in ProviderInit. The provider is loaded once, into
+// the default library context, so plain globals are enough.
+const OSSL_CORE_HANDLE* g_handle = nullptr;
+OSSL_LIB_CTX* g_libctx = nullptr;
+OSSL_FUNC_core_new_error_fn* g_new_error = nullptr;
+OSSL_FUNC_core_set_error_debug_fn* g_set_error_debug = nullptr;
+OSSL_FUNC_core_vset_error_fn* g_vset_error = nullptr;
+OSSL_FUNC_BIO_read_ex_fn* g_bio_read_ex = nullptr;
+
+// Reason strings. They read well both as Node's `err.reason` and, transformed,
+// as `err.code` (ERR_SSL_KEYLESS_SIGN_TIMED_OUT ...).
+const OSSL_ITEM kReasonStrings[] = {
+    {kSignTimedOut, const_cast<char*>("keyless sign timed out")},
+    {kSignerFailed, const_cast<char*>("keyless remote signer failed")},
+    {kNoSigner, const_cast<char*>("keyless signer unavailable")},
+    {kWorkerNotRunning, const_cast<char*>("keyless signer worker not running")},
+    {kSignOnSignerThread, const_cast<char*>("keyless sign on signer thread")},
+    {kUnsupportedSignature, const_cast<char*>("keyless unsupported signature")},
+    {kBadSignatureLength, const_cast<char*>("keyless bad signature length")},
+    {kDecryptUnsupported, const_cast<char*>("keyless key cannot decrypt")},
+    {kNoRemoteKey, const_cast<char*>("keyless key has no remote signer")},
+    {kBadKeyPem, const_cast<char*>("keyless invalid key pem")},
+    {0, nullptr},
+};
+
+const OSSL_ALGORITHM kKeymgmts[] = {
+    {"EC", kPropertyDefinition, kEcKeymgmtFunctions, "keyless EC key"},
+    {"RSA", kPropertyDefinition, kRsaKeymgmtFunctions, "keyless RSA key"},
+    {nullptr, nullptr, nullptr, nullptr},
+};
+const OSSL_ALGORITHM kDecoders[] = {
+    {"EC", "provider=hsmgw-keyless,input=pem", kEcDecoderFunctions, "keyless EC key PEM"},
+    {"RSA", "provider=hsmgw-keyless,input=pem", kRsaDecoderFunctions, "keyless RSA key PEM"},
+    {nullptr, nullptr, nullptr, nullptr},
+};
+const OSSL_ALGORITHM kSignatures[] = {
+    {"ECDSA", kPropertyDefinition, kEcdsaSignatureFunctions, "remote ECDSA"},
+    {"RSA", kPropertyDefinition, kRsaSignatureFunctions, "remote RSA PKCS#1/PSS"},
+    {nullptr, nullptr, nullptr, nullptr},
+};
+const OSSL_ALGORITHM kAsymCiphers[] = {
+    {"RSA", kPropertyDefinition, kRsaAsymCipherFunctions, "refuses RSA decryption"},
+    {nullptr, nullptr, nullptr, nullptr},
+};
+
+const OSSL_ALGORITHM* QueryOperation(void*, int operation_id, int* no_cache) {
+  *no_cache = 0;
+  switch (operation_id) {
+    case OSSL_OP_KEYMGMT: return kKeymgmts;
+    case OSSL_OP_DECODER: return kDecoders;
+    case OSSL_OP_SIGNATURE: return kSignatures;
+    case OSSL_OP_ASYM_CIPHER: return kAsymCiphers;
+    default: return nullptr;
+  }
+}
+
+const OSSL_ITEM* GetReasonStrings(void*) { return kReasonStrings; }
+
+void Teardown(void*) { KeymgmtTeardown(); }
+
+const OSSL_DISPATCH kProviderFunctions[] = {
+    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, reinterpret_cast<void (*)(void)>(QueryOperation)},
+    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, reinterpret_cast<void (*)(void)>(GetReasonStrings)},
+    {OSSL_FUNC_PROVIDER_TEARDOWN, reinterpret_cast<void (*)(void)>(Teardown)},
+    {0, nullptr},
+};
+
+int ProviderInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in,
+                 const OSSL_DISPATCH** out, void** provctx) {
+  OSSL_FUNC_core_get_libctx_fn* get_libctx = nullptr;
+  for (; in->function_id != 0; in++) {
+    switch (in->function_id) {
+      case OSSL_FUNC_CORE_GET_LIBCTX: get_libctx = OSSL_FUNC_core_get_libctx(in); break;
+      case OSSL_FUNC_CORE_NEW_ERROR: g_new_error = OSSL_FUNC_core_new_error(in); break;
+      case OSSL_FUNC_CORE_SET_ERROR_DEBUG: g_set_error_debug = OSSL_FUNC_core_set_error_debug(in); break;
+      case OSSL_FUNC_CORE_VSET_ERROR: g_vset_error = OSSL_FUNC_core_vset_error(in); break;
+      case OSSL_FUNC_BIO_READ_EX: g_bio_read_ex = OSSL_FUNC_BIO_read_ex(in); break;
+      default: break;
+    }
+  }
+  if (get_libctx == nullptr || g_new_error == nullptr || g_set_error_debug == nullptr ||
+      g_vset_error == nullptr || g_bio_read_ex == nullptr) {
+    return 0;
+  }
+  g_handle = handle;
+  // A built-in provider lives in the same libcrypto as its core, so the core's
+  // context handle is the OSSL_LIB_CTX itself (NULL: the default context).
+  g_libctx = reinterpret_cast<OSSL_LIB_CTX*>(get_libctx(handle));
+  static int provider_context;
+  *out = kProviderFunctions;
+  *provctx = &provider_context;
+  return 1;
+}
+
+}  // namespace
+
+void RaiseError(Reason reason, const char* fmt, ...) {
+  if (g_handle == nullptr) return;
+  va_list args;
+  va_start(args, fmt);
+  g_new_error(g_handle);
+  g_set_error_debug(g_handle, __FILE__, __LINE__, "keyless");
+  g_vset_error(g_handle, static_cast<uint32_t>(reason), fmt, args);
+  va_end(args);
+}
+
+OSSL_LIB_CTX* LibCtx() { return g_libctx; }
+
+bool ReadCoreBio(OSSL_CORE_BIO* bio, void* buf, size_t len, size_t* read) {
+  return g_bio_read_ex(bio, buf, len, read) == 1;
+}
+
+bool RegisterProvider(std::string* error) {
+  static std::once_flag once;
+  static bool ok = false;
+  static std::string failure;
+  std::call_once(once, [] {
+    // Fetching without a property query takes the first implementation in the
+    // method store, in insertion order. Populate the store with the already loaded
+    // providers' implementations first, so that ordinary keys, key generation and
+    // verification keep resolving to them; ours are appended after and are used only
+    // for keyless keys (whose keymgmt is ours).
+    EVP_KEYMGMT_do_all_provided(nullptr, [](EVP_KEYMGMT*, void*) {}, nullptr);
+    EVP_SIGNATURE_do_all_provided(nullptr, [](EVP_SIGNATURE*, void*) {}, nullptr);
+    EVP_ASYM_CIPHER_do_all_provided(nullptr, [](EVP_ASYM_CIPHER*, void*) {}, nullptr);
+    OSSL_DECODER_do_all_provided(nullptr, [](OSSL_DECODER*, void*) {}, nullptr);
+    if (OSSL_PROVIDER_add_builtin(nullptr, kProviderName, ProviderInit) != 1) {
+      failure = "OSSL_PROVIDER_add_builtin failed";
+      return;
+    }
+    // try_load with retain_fallbacks=1: loading this provider must not stop the
+    // default provider from being loaded implicitly. The provider stays loaded for
+    // the life of the process (keys and SSL_CTXs may reference it at any time).
+    if (OSSL_PROVIDER_try_load(nullptr, kProviderName, 1) == nullptr) {
+      failure = "OSSL_PROVIDER_try_load failed";
+      return;
+    }
+    ok = true;
+  });
+  if (!ok && error != nullptr) *error = failure;
+  return ok;
+}
+
+}  // namespace keyless

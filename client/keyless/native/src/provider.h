@@ -1,0 +1,66 @@
+// The OpenSSL 3 provider that makes "keyless" keys usable by libssl inside Node's own
+// OpenSSL. Registered once per process; see provider.cc.
+#ifndef HSMGW_KEYLESS_PROVIDER_H_
+#define HSMGW_KEYLESS_PROVIDER_H_
+
+#include <openssl/core.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/types.h>
+
+#include <string>
+
+namespace keyless {
+
+// Provider name; also the OpenSSL error "library" name shown in error strings.
+inline constexpr char kProviderName[] = "hsmgw-keyless";
+// Property definition of every algorithm this provider offers.
+inline constexpr char kPropertyDefinition[] = "provider=hsmgw-keyless";
+// Property query that selects anything but this provider (used to delegate the
+// public half of a key, and digests, to the default provider).
+inline constexpr char kNotThisProvider[] = "provider!=hsmgw-keyless";
+// PEM label of a keyless key reference.
+inline constexpr char kPemLabel[] = "HSM GATEWAY KEYLESS KEY";
+
+// Reason codes of the provider's error library (strings in provider.cc).
+enum Reason : int {
+  kSignTimedOut = 100,
+  kSignerFailed,
+  kNoSigner,
+  kWorkerNotRunning,
+  kSignOnSignerThread,
+  kUnsupportedSignature,
+  kBadSignatureLength,
+  kDecryptUnsupported,
+  kNoRemoteKey,
+  kBadKeyPem,
+};
+
+// Pushes an error on the calling thread's OpenSSL error queue. `fmt` becomes the
+// error's data text ("keyless: sign timed out after 2000 ms ...").
+void RaiseError(Reason reason, const char* fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+// The library context the provider was loaded into (Node's default context).
+OSSL_LIB_CTX* LibCtx();
+
+// Reads up to `len` bytes from a core BIO handed to a decoder.
+bool ReadCoreBio(OSSL_CORE_BIO* bio, void* buf, size_t len, size_t* read);
+
+// Adds and loads the provider into the default library context. Idempotent.
+bool RegisterProvider(std::string* error);
+
+// Algorithm implementations (keymgmt.cc, signature.cc).
+extern const OSSL_DISPATCH kEcKeymgmtFunctions[];
+extern const OSSL_DISPATCH kRsaKeymgmtFunctions[];
+extern const OSSL_DISPATCH kEcDecoderFunctions[];
+extern const OSSL_DISPATCH kRsaDecoderFunctions[];
+extern const OSSL_DISPATCH kEcdsaSignatureFunctions[];
+extern const OSSL_DISPATCH kRsaSignatureFunctions[];
+extern const OSSL_DISPATCH kRsaAsymCipherFunctions[];
+
+// Frees per-provider caches (called from the provider teardown).
+void KeymgmtTeardown();
+
+}  // namespace keyless
+
+#endif  // HSMGW_KEYLESS_PROVIDER_H_

@@ -1,0 +1,63 @@
+// Hands a signature from the thread OpenSSL runs it on (Node's main thread during a
+// handshake) to a bridge's signer worker, and waits for the answer with a bound.
+#ifndef HSMGW_KEYLESS_REMOTE_SIGNER_H_
+#define HSMGW_KEYLESS_REMOTE_SIGNER_H_
+
+#include <node_api.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace keyless {
+
+// Outcome of one sign attempt; numbers are shared with keyless-addon.ts.
+enum Outcome : int {
+  kOk = 0,
+  kTimeout = 1,
+  kSignerError = 2,
+  kWorkerDead = 3,
+  kNoBridge = 4,
+  kSignerThread = 5,
+  kUnsupported = 6,
+  kBadSignature = 7,
+};
+
+// Signs `digest` with the remote key; on failure raises an OpenSSL error and
+// returns false. Never blocks longer than the bridge's timeout.
+bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int algorithm,
+                const unsigned char* digest, size_t digest_len, std::vector<unsigned char>* signature);
+
+// Records a failure detected before or after the round trip (for metrics).
+void RecordFailure(const std::string& key_name, Outcome outcome);
+
+// ---- bridge lifecycle (addon.cc) ----
+void CreateBridge(const std::string& bridge_id, int timeout_ms);
+// Fails the bridge's outstanding requests at once; later signs fail with "no signer".
+void DestroyBridge(const std::string& bridge_id);
+// Called on the worker thread that created `tsfn`.
+bool AttachWorker(const std::string& bridge_id, napi_threadsafe_function tsfn, std::string* error);
+// The worker's function is gone (released or its thread ended): fail its requests.
+void WorkerGone(const std::string& bridge_id, napi_threadsafe_function tsfn);
+
+// Request data for delivery to the signer; false if it already timed out.
+struct SignJob {
+  std::string key_name;
+  int algorithm = 0;
+  std::vector<unsigned char> digest;
+};
+bool PeekRequest(uint64_t request_id, SignJob* job);
+// The signer's answer. Late answers (request gone) are dropped.
+void CompleteRequest(uint64_t request_id, bool ok, std::vector<unsigned char> signature,
+                     const std::string& error);
+
+struct Sample {
+  std::string key_name;
+  int outcome;
+  double seconds;  // time the signing thread waited; negative: no round trip
+};
+void DrainSamples(std::vector<Sample>* out);
+
+}  // namespace keyless
+
+#endif  // HSMGW_KEYLESS_REMOTE_SIGNER_H_

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+// Builds the keyless N-API addon (client/keyless/native) with node-gyp, offline.
+//
+//   node scripts/build-addon.js            # for the node running this script
+//   node scripts/build-addon.js --all      # also for node_modules/node22 and node24
+//   node scripts/build-addon.js --node /path/to/bin/node   # for another node binary
+//
+// Each target builds in its own staging directory,
+//   client/keyless/native/build/node-<major>/
+// (a copy of binding.gyp pointing back at ../../src) and ends up as
+//   client/keyless/native/build/node-<major>/keyless.node
+// which client/keyless/keyless-addon.ts loads for process.versions.node's major.
+// Headers come from the target's own include/node (nodedir); OpenSSL symbols are
+// resolved against the node binary at load time, never against a libcrypto.
+'use strict';
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const nativeDir = path.join(root, 'client', 'keyless', 'native');
+
+function findNodeGyp() {
+  const candidates = [];
+  try {
+    candidates.push(require.resolve('node-gyp/bin/node-gyp.js', { paths: [root] }));
+  } catch {
+    // not a dependency: fall back to the copy bundled with npm
+  }
+  if (process.env.npm_execpath) {
+    candidates.push(path.join(path.dirname(process.env.npm_execpath), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'));
+  }
+  candidates.push(path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'));
+  const found = candidates.find((file) => fs.existsSync(file));
+  if (!found) throw new Error(`node-gyp not found (looked in: ${candidates.join(', ')})`);
+  return found;
+}
+
+// nodedir = the directory holding include/node/node_api.h for that node binary.
+function nodeDirFor(nodeBinary) {
+  const dir = path.resolve(path.dirname(nodeBinary), '..');
+  if (fs.existsSync(path.join(dir, 'include', 'node', 'node_api.h'))) return dir;
+  throw new Error(`no headers for ${nodeBinary} (expected ${dir}/include/node/node_api.h)`);
+}
+
+function majorOf(nodeBinary) {
+  return execFileSync(nodeBinary, ['-p', 'process.versions.node.split(".")[0]'], { encoding: 'utf8' }).trim();
+}
+
+function build(nodeBinary, nodeGyp) {
+  const major = majorOf(nodeBinary);
+  const nodedir = nodeDirFor(nodeBinary);
+  const stage = path.join(nativeDir, 'build', `node-${major}`);
+  fs.mkdirSync(stage, { recursive: true });
+  // gyp resolves sources relative to the .gyp file: point them back at ../../src.
+  const gyp = fs.readFileSync(path.join(nativeDir, 'binding.gyp'), 'utf8').replace(/"src\//g, '"../../src/');
+  fs.writeFileSync(path.join(stage, 'binding.gyp'), gyp);
+  console.log(`keyless addon: building for node ${major} (nodedir ${nodedir})`);
+  execFileSync(process.execPath, [nodeGyp, 'rebuild', `--directory=${stage}`, `--nodedir=${nodedir}`, '--jobs=max', '--loglevel=warn'], {
+    stdio: 'inherit',
+    env: { ...process.env, npm_config_nodedir: nodedir },
+  });
+  const output = path.join(stage, 'keyless.node');
+  fs.copyFileSync(path.join(stage, 'build', 'Release', 'keyless.node'), output);
+  console.log(`keyless addon: ${path.relative(root, output)}`);
+}
+
+function main(argv) {
+  const targets = [process.execPath];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--all') {
+      targets.push(path.join(root, 'node_modules', 'node22', 'bin', 'node'));
+      targets.push(path.join(root, 'node_modules', 'node24', 'bin', 'node'));
+    } else if (argv[i] === '--node' && argv[i + 1]) {
+      targets.push(path.resolve(argv[++i]));
+    } else {
+      throw new Error(`unknown argument ${argv[i]} (use --all or --node <path>)`);
+    }
+  }
+  const nodeGyp = findNodeGyp();
+  const seen = new Set();
+  for (const target of targets) {
+    const major = majorOf(target);
+    if (seen.has(major)) continue;
+    seen.add(major);
+    build(target, nodeGyp);
+  }
+}
+
+try {
+  main(process.argv.slice(2));
+} catch (error) {
+  console.error(`keyless addon build failed: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+}

@@ -1,0 +1,73 @@
+// Loads the native keyless addon built by scripts/build-addon.js for this Node major.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** Outcome codes reported by the addon (remote_signer.h `Outcome`). */
+export const SIGN_OUTCOMES = [
+  'ok',
+  'timeout',
+  'signer_error',
+  'worker_dead',
+  'no_signer',
+  'signer_thread',
+  'unsupported',
+  'bad_signature',
+] as const;
+export type SignOutcome = (typeof SIGN_OUTCOMES)[number];
+
+/** One signature attempt, as recorded by the addon. `seconds < 0`: no round trip. */
+export type SignSample = [keyName: string, outcome: number, seconds: number];
+
+export type SignCallback = (requestId: number, keyName: string, algorithm: number, digest: Buffer) => void;
+
+export interface KeylessAddon {
+  readonly pemLabel: string;
+  readonly providerName: string;
+  createBridge(bridgeId: string, timeoutMs: number): void;
+  destroyBridge(bridgeId: string): void;
+  /** Worker thread only: creates the threadsafe function that receives sign requests. */
+  attachWorker(bridgeId: string, onSign: SignCallback): void;
+  /** Worker thread only: stop receiving requests; outstanding ones fail at once. */
+  detachWorker(): void;
+  completeSign(requestId: number, error: string | null, signature: Uint8Array | null): void;
+  drainSamples(): SignSample[];
+}
+
+const ADDON_FUNCTIONS = ['createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'drainSamples'] as const;
+
+let loaded: KeylessAddon | undefined;
+
+/** Path of the addon for the running Node major (HSM_GATEWAY_KEYLESS_ADDON overrides). */
+export function keylessAddonPath(): string {
+  const override = process.env['HSM_GATEWAY_KEYLESS_ADDON'];
+  if (override) return override;
+  const major = process.versions.node.split('.')[0] ?? '';
+  const file = path.join('build', `node-${major}`, 'keyless.node');
+  // Compiled: dist/client/keyless -> <root>/client/keyless/native. Source: ./native.
+  const candidates = [
+    path.resolve(__dirname, '..', '..', '..', 'client', 'keyless', 'native', file),
+    path.resolve(__dirname, 'native', file),
+  ];
+  const found = candidates.find((candidate) => fs.existsSync(candidate));
+  if (found === undefined) {
+    throw new Error(
+      `keyless: native addon for Node ${major} not found (looked for ${candidates.join(', ')}); ` +
+        'build it with `npm run build:addon` (or `node scripts/build-addon.js --all`)',
+    );
+  }
+  return found;
+}
+
+/** Loads the addon once per thread (the OpenSSL provider is registered once per process). */
+export function loadKeylessAddon(): KeylessAddon {
+  if (loaded !== undefined) return loaded;
+  const file = keylessAddonPath();
+  const module = { exports: {} as Record<string, unknown> };
+  process.dlopen(module, file);
+  const exports = module.exports;
+  for (const name of ADDON_FUNCTIONS) {
+    if (typeof exports[name] !== 'function') throw new Error(`keyless: ${file} does not export ${name}()`);
+  }
+  loaded = exports as unknown as KeylessAddon;
+  return loaded;
+}

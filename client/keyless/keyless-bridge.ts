@@ -1,0 +1,168 @@
+// KeylessBridge: TLS with a certificate whose private key lives elsewhere.
+//
+// The bridge owns a worker thread running a RemoteSigner. Keys it names (keyPem)
+// load through the stock `key:` option of tls/https; when OpenSSL needs the
+// handshake signature, the addon hands the digest to that worker and the TLS
+// thread waits (at most signTimeoutMs) for the answer.
+import { randomUUID } from 'node:crypto';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import { loadKeylessAddon, type KeylessAddon } from './keyless-addon';
+import { encodeKeylessKeyPem } from './keyless-key-pem';
+import { KeylessMetrics } from './keyless-metrics';
+import { validateKeylessBridgeOptions, type KeylessBridgeOptions, type ValidatedBridgeOptions } from './keyless-options';
+import type { BridgeToWorkerMessage, KeylessWorkerData, WorkerToBridgeMessage } from './keyless-worker';
+
+export type { KeylessBridgeOptions } from './keyless-options';
+export type { CreateRemoteSigner, RemoteSigner } from './remote-signer';
+
+const WORKER_SCRIPT = path.join(__dirname, 'keyless-worker.js');
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 5000;
+const CLOSE_GRACE_MS = 5000;
+
+let processMetrics: KeylessMetrics | undefined;
+
+function metricsFor(addon: KeylessAddon): KeylessMetrics {
+  processMetrics ??= new KeylessMetrics(() => addon.drainSamples());
+  return processMetrics;
+}
+
+export class KeylessBridge {
+  /** Names this bridge inside its key PEMs. */
+  readonly id = randomUUID();
+  /** Per-process keyless metrics (shared by every bridge), with a mountable prom-client Registry. */
+  readonly metrics: KeylessMetrics;
+
+  private worker: Worker | undefined;
+  private workerStartedAt = 0;
+  private closing: Promise<void> | undefined;
+  private restartDelayMs = RESTART_MIN_MS;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private readyWaiters: Array<() => void> = [];
+
+  private constructor(
+    private readonly addon: KeylessAddon,
+    private readonly options: ValidatedBridgeOptions,
+  ) {
+    this.metrics = metricsFor(addon);
+  }
+
+  /** Loads the addon (once per process) and starts the signer worker. */
+  static async start(options: KeylessBridgeOptions): Promise<KeylessBridge> {
+    const validated = validateKeylessBridgeOptions(options);
+    const addon = loadKeylessAddon();
+    const bridge = new KeylessBridge(addon, validated);
+    addon.createBridge(bridge.id, validated.signTimeoutMs);
+    try {
+      await bridge.startWorker();
+    } catch (error) {
+      addon.destroyBridge(bridge.id);
+      throw error;
+    }
+    return bridge;
+  }
+
+  /**
+   * A PEM for the `key:` option of tls.createSecureContext / https.createServer /
+   * tls.connect. It names the remote key and holds no secret. `spkiDer` is the
+   * key's public half (e.g. `new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' })`).
+   */
+  keyPem(keyName: string, spkiDer: Buffer): string {
+    return encodeKeylessKeyPem(this.id, keyName, spkiDer);
+  }
+
+  /** True while a signer worker is attached (it is restarted if it dies). */
+  get signerRunning(): boolean {
+    return this.worker !== undefined;
+  }
+
+  /** Resolves once a signer worker is attached (at once if one is). */
+  whenSignerRunning(): Promise<void> {
+    if (this.worker !== undefined) return Promise.resolve();
+    return new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  /** Stops the worker. Handshakes needing this bridge's keys fail at once from now on. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    clearTimeout(this.restartTimer);
+    this.addon.destroyBridge(this.id);
+    const worker = this.worker;
+    this.worker = undefined;
+    if (worker === undefined) return;
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    const message: BridgeToWorkerMessage = { type: 'close' };
+    worker.postMessage(message);
+    const grace = setTimeout(() => void worker.terminate(), CLOSE_GRACE_MS);
+    await exited;
+    clearTimeout(grace);
+  }
+
+  private startWorker(): Promise<void> {
+    const workerData: KeylessWorkerData = {
+      bridgeId: this.id,
+      signerModule: this.options.signerModule,
+      signerOptions: this.options.signerOptions,
+    };
+    return new Promise((resolve, reject) => {
+      const worker = new Worker(WORKER_SCRIPT, { workerData });
+      worker.unref();  // the bridge alone does not keep the process alive
+      let ready = false;
+      let lastError: Error | undefined;
+      worker.on('message', (message: WorkerToBridgeMessage) => {
+        if (message.type === 'ready' && !ready) {
+          ready = true;
+          this.workerStarted(worker);
+          resolve();
+        } else if (message.type === 'failed') {
+          reject(new Error(`keyless: signer worker failed to start: ${message.message}`));
+        }
+      });
+      worker.on('error', (error) => {
+        lastError = error;
+      });
+      worker.on('exit', (code) => {
+        if (!ready) {
+          const why = lastError !== undefined ? lastError.message : `exit code ${code}`;
+          reject(new Error(`keyless: signer worker stopped before it was ready (${why})`));
+        } else {
+          this.workerExited(worker, lastError !== undefined ? 'error' : 'exit');
+        }
+      });
+    });
+  }
+
+  private workerStarted(worker: Worker): void {
+    if (this.closing !== undefined) {
+      void worker.terminate();
+      return;
+    }
+    this.worker = worker;
+    this.workerStartedAt = Date.now();
+    for (const resolve of this.readyWaiters.splice(0)) resolve();
+  }
+
+  private workerExited(worker: Worker, reason: string): void {
+    if (this.worker !== worker || this.closing !== undefined) return;
+    this.worker = undefined;
+    this.metrics.recordWorkerExit(reason);
+    if (Date.now() - this.workerStartedAt > 30_000) this.restartDelayMs = RESTART_MIN_MS;
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    const delay = this.restartDelayMs;
+    this.restartDelayMs = Math.min(this.restartDelayMs * 2, RESTART_MAX_MS);
+    this.restartTimer = setTimeout(() => {
+      if (this.closing !== undefined) return;
+      this.startWorker().catch(() => this.scheduleRestart());
+    }, delay);
+    this.restartTimer.unref();
+  }
+}

@@ -44,8 +44,8 @@ export async function serveCommand(configFile: string | undefined): Promise<numb
   const gateway = await Gateway.start(config, logger);
   if (!configFile && !process.env.HSMGW_CONFIG) {
     say(`hsm-gateway: serving gRPC on ${config.listen.grpc.replace(/:\d+$/, `:${gateway.grpcPort}`)}, metrics on http://${config.listen.http.replace(/:\d+$/, `:${gateway.httpPort}`)}/metrics`);
-    say('Try a signature (in another terminal):');
-    say('  echo -n hello | sha256sum | cut -d" " -f1 | xargs -I{} npx hsm-gateway sign --key dev-ec --alg ECDSA_SHA256 --digest {}');
+    say('Try a signature (in another terminal; the digest is SHA-256("hello")):');
+    say('  npx hsm-gateway sign --key dev-ec --alg ECDSA_SHA256 --digest 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824');
   }
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

@@ -2,14 +2,8 @@ import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { GatewayClientError } from '../../client/gateway-client-error';
-import { buildFaultyModule, FaultController } from '../faulty-pkcs11/faulty-module';
-import { startTestGateway, type TestGateway } from '../support/test-gateway';
-import { testEnvironment } from '../support/test-environment';
-
-async function faultyGateway(faults: FaultController, pkcs11: Record<string, unknown> = {}, shutdown: Record<string, unknown> = {}): Promise<TestGateway> {
-  const env = await testEnvironment();
-  return startTestGateway({ pkcs11: { module: buildFaultyModule(), environment: { SOFTHSM2_CONF: env.softhsmConf, ...faults.env() }, ...pkcs11 }, shutdown });
-}
+import { FaultController } from '../faulty-pkcs11/faulty-module';
+import { startFaultyGateway, type TestGateway } from '../support/test-gateway';
 
 const waitFor = async (what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> => {
   const end = Date.now() + ms;
@@ -24,7 +18,7 @@ describe('HSM unavailable', () => {
   const faults = new FaultController();
   let gw: TestGateway;
   before(async () => {
-    gw = await faultyGateway(faults, { healthCheckIntervalMs: 100, reconnectBackoffMs: { initial: 50, max: 200 } });
+    gw = await startFaultyGateway(faults, { pkcs11: { healthCheckIntervalMs: 100, reconnectBackoffMs: { initial: 50, max: 200 } } });
   });
   after(async () => {
     await gw.stop();
@@ -52,7 +46,7 @@ describe('HSM unavailable', () => {
 describe('graceful shutdown', () => {
   it('requests in flight when shutdown starts finish within the grace period', async () => {
     const faults = new FaultController();
-    const gw = await faultyGateway(faults, {}, { graceMs: 5000 });
+    const gw = await startFaultyGateway(faults, { shutdown: { graceMs: 5000 } });
     try {
       faults.delay('C_Sign', 300);
       const client = gw.client();

@@ -4,16 +4,9 @@ import { randomBytes } from 'node:crypto';
 import { Metadata, status } from '@grpc/grpc-js';
 import { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import { GatewayClientError } from '../../client/gateway-client-error';
-import { buildFaultyModule, FaultController } from '../faulty-pkcs11/faulty-module';
-import { startTestGateway, type TestGateway } from '../support/test-gateway';
-import { testEnvironment } from '../support/test-environment';
+import { FaultController } from '../faulty-pkcs11/faulty-module';
+import { startFaultyGateway, startTestGateway, type TestGateway } from '../support/test-gateway';
 import { verifySignature, digestFor } from '../support/signatures';
-
-/** A gateway on the fault-injecting module (forwarding to the test SoftHSM token). */
-async function faultyGateway(faults: FaultController, pkcs11: Record<string, unknown>): Promise<TestGateway> {
-  const env = await testEnvironment();
-  return startTestGateway({ pkcs11: { module: buildFaultyModule(), environment: { SOFTHSM2_CONF: env.softhsmConf, ...faults.env() }, ...pkcs11 } });
-}
 
 describe('session pool under load', () => {
   it('concurrency far above the pool size completes, every signature verifies', async () => {
@@ -36,7 +29,7 @@ describe('session pool', () => {
   let gw: TestGateway;
   before(async () => {
     // No periodic health check: its C_GetSessionInfo must not consume the injected faults.
-    gw = await faultyGateway(faults, { sessions: { min: 1, max: 2, acquireTimeoutMs: 100, validateAfterIdleMs: 0 }, signThreads: 2, healthCheckIntervalMs: 600_000 });
+    gw = await startFaultyGateway(faults, { pkcs11: { sessions: { min: 1, max: 2, acquireTimeoutMs: 100, validateAfterIdleMs: 0 }, signThreads: 2, healthCheckIntervalMs: 600_000 } });
   });
   after(async () => {
     await gw.stop();

@@ -7,6 +7,7 @@ import { buildConfig } from '../../server/config/load-config';
 import type { GatewayConfig } from '../../server/config/gateway-config';
 import { Gateway } from '../../server/gateway';
 import { Logger } from '../../server/observability/logger';
+import { buildFaultyModule, type FaultController } from '../faulty-pkcs11/faulty-module';
 import { EXTRA_KEYS, IDENTITIES, testEnvironment, type ClientIdentity, type TestEnvironment } from './test-environment';
 
 export interface TestGatewayOptions {
@@ -92,4 +93,13 @@ export async function startTestGateway(options: TestGatewayOptions = {}, logger 
       await gateway.stop();
     },
   };
+}
+
+/** A gateway on the fault-injecting PKCS#11 module, forwarding to the test SoftHSM token. */
+export async function startFaultyGateway(faults: FaultController, options: TestGatewayOptions = {}): Promise<TestGateway> {
+  const env = await testEnvironment();
+  return startTestGateway({
+    ...options,
+    pkcs11: { module: buildFaultyModule(), environment: { SOFTHSM2_CONF: env.softhsmConf, ...faults.env() }, ...options.pkcs11 },
+  });
 }

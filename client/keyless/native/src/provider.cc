@@ -107,12 +107,12 @@ int ProviderInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in,
 
 }  // namespace
 
-void RaiseError(Reason reason, const char* fmt, ...) {
+void RaiseErrorAt(const char* file, int line, const char* func, Reason reason, const char* fmt, ...) {
   if (g_handle == nullptr) return;
   va_list args;
   va_start(args, fmt);
   g_new_error(g_handle);
-  g_set_error_debug(g_handle, __FILE__, __LINE__, "keyless");
+  g_set_error_debug(g_handle, file, line, func);
   g_vset_error(g_handle, static_cast<uint32_t>(reason), fmt, args);
   va_end(args);
 }

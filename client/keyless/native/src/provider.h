@@ -36,9 +36,10 @@ enum Reason : int {
 };
 
 // Pushes an error on the calling thread's OpenSSL error queue. `fmt` becomes the
-// error's data text ("keyless: sign timed out after 2000 ms ...").
-void RaiseError(Reason reason, const char* fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+// error's data text ("keyless: sign timed out after 2000 ms ..."). Use RaiseError().
+void RaiseErrorAt(const char* file, int line, const char* func, Reason reason, const char* fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+#define RaiseError(reason, ...) RaiseErrorAt(__FILE_NAME__, __LINE__, __func__, reason, __VA_ARGS__)
 
 // The library context the provider was loaded into (Node's default context).
 OSSL_LIB_CTX* LibCtx();

@@ -29,11 +29,13 @@ export interface KeylessAddon {
   attachWorker(bridgeId: string, onSign: SignCallback): void;
   /** Worker thread only: stop receiving requests; outstanding ones fail at once. */
   detachWorker(): void;
+  /** True while a signer worker is attached to the bridge (the TLS thread's view). */
+  workerAttached(bridgeId: string): boolean;
   completeSign(requestId: number, error: string | null, signature: Uint8Array | null): void;
   drainSamples(): SignSample[];
 }
 
-const ADDON_FUNCTIONS = ['createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'drainSamples'] as const;
+const ADDON_FUNCTIONS = ['createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'workerAttached', 'drainSamples'] as const;
 
 let loaded: KeylessAddon | undefined;
 

@@ -40,7 +40,7 @@ export class KeylessBridge {
   private closing: Promise<void> | undefined;
   private restartDelayMs = RESTART_MIN_MS;
   private restartTimer: NodeJS.Timeout | undefined;
-  private readyWaiters: Array<() => void> = [];
+  private readyWaiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
 
   private constructor(
     private readonly addon: KeylessAddon,
@@ -73,15 +73,16 @@ export class KeylessBridge {
     return encodeKeylessKeyPem(this.id, keyName, spkiDer);
   }
 
-  /** True while a signer worker is attached (it is restarted if it dies). */
+  /** True while a signer worker takes requests (a dead one is restarted). */
   get signerRunning(): boolean {
-    return this.worker !== undefined;
+    return this.closing === undefined && this.addon.workerAttached(this.id);
   }
 
-  /** Resolves once a signer worker is attached (at once if one is). */
+  /** Resolves once a signer worker takes requests (at once if one does). */
   whenSignerRunning(): Promise<void> {
-    if (this.worker !== undefined) return Promise.resolve();
-    return new Promise((resolve) => this.readyWaiters.push(resolve));
+    if (this.closing !== undefined) return Promise.reject(new Error('keyless: bridge is closed'));
+    if (this.signerRunning) return Promise.resolve();
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
   /** Stops the worker. Handshakes needing this bridge's keys fail at once from now on. */
@@ -93,6 +94,7 @@ export class KeylessBridge {
   private async shutdown(): Promise<void> {
     clearTimeout(this.restartTimer);
     this.addon.destroyBridge(this.id);
+    for (const waiter of this.readyWaiters.splice(0)) waiter.reject(new Error('keyless: bridge is closed'));
     const worker = this.worker;
     this.worker = undefined;
     if (worker === undefined) return;
@@ -145,7 +147,7 @@ export class KeylessBridge {
     }
     this.worker = worker;
     this.workerStartedAt = Date.now();
-    for (const resolve of this.readyWaiters.splice(0)) resolve();
+    for (const waiter of this.readyWaiters.splice(0)) waiter.resolve();
   }
 
   private workerExited(worker: Worker, reason: string): void {

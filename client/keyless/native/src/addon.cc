@@ -75,12 +75,14 @@ void CallJs(napi_env env, napi_value js_cb, void*, void* data) {
       napi_create_buffer_copy(env, job.digest.size(), job.digest.data(), &copy, &argv[3]) == napi_ok &&
       napi_call_function(env, undefined, js_cb, 4, argv, nullptr) == napi_ok;
   if (!ok) {
+    // onSign (keyless-worker.ts) reports every JavaScript error itself, so a failed
+    // call means the worker is being stopped (process.exit, termination): its
+    // function's finalizer fails the request as "worker stopped".
     bool pending = false;
     napi_value exception;
     if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
       napi_get_and_clear_last_exception(env, &exception);
     }
-    CompleteRequest(*id, false, {}, "signer callback threw");
   }
 }
 
@@ -196,6 +198,18 @@ napi_value DestroyBridgeJs(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// workerAttached(bridgeId: string): boolean
+napi_value WorkerAttachedJs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string bridge_id;
+  if (argc < 1 || !GetString(env, argv[0], &bridge_id)) return Throw(env, "workerAttached(bridgeId)");
+  napi_value result;
+  CHECK_NAPI(env, napi_get_boolean(env, WorkerAttached(bridge_id), &result));
+  return result;
+}
+
 // drainSamples(): Array<[keyName: string, outcome: number, seconds: number]>
 napi_value DrainSamplesJs(napi_env env, napi_callback_info) {
   std::vector<Sample> samples;
@@ -225,6 +239,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"attachWorker", nullptr, AttachWorkerJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"detachWorker", nullptr, DetachWorkerJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"completeSign", nullptr, CompleteSignJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"workerAttached", nullptr, WorkerAttachedJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"drainSamples", nullptr, DrainSamplesJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods));

@@ -92,14 +92,14 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
     std::lock_guard<std::mutex> lock(S().mutex);
     auto bridge = S().bridges.find(bridge_id);
     Outcome refused = kOk;
-    if (bridge == S().bridges.end()) {
-      refused = kNoBridge;
-      RaiseError(kNoSigner, "keyless: no signer for key '%s': its bridge is closed or was never "
-                 "started in this process", key_name.c_str());
-    } else if (t_signer_thread) {
+    if (t_signer_thread) {
       refused = kSignerThread;
       RaiseError(kSignOnSignerThread, "keyless: sign for key '%s' requested on a signer worker "
                  "thread; refused because it would wait for itself", key_name.c_str());
+    } else if (bridge == S().bridges.end()) {
+      refused = kNoBridge;
+      RaiseError(kNoSigner, "keyless: no signer for key '%s': its bridge is closed or was never "
+                 "started in this process", key_name.c_str());
     } else if (bridge->second.tsfn == nullptr) {
       refused = kWorkerDead;
       RaiseError(kWorkerNotRunning, "keyless: signer worker for key '%s' is not running",
@@ -187,6 +187,12 @@ void DestroyBridge(const std::string& bridge_id) {
   std::lock_guard<std::mutex> lock(S().mutex);
   S().bridges.erase(bridge_id);
   FailPendingLocked(bridge_id, nullptr, kNoBridge, "bridge closed");
+}
+
+bool WorkerAttached(const std::string& bridge_id) {
+  std::lock_guard<std::mutex> lock(S().mutex);
+  auto bridge = S().bridges.find(bridge_id);
+  return bridge != S().bridges.end() && bridge->second.tsfn != nullptr;
 }
 
 bool AttachWorker(const std::string& bridge_id, napi_threadsafe_function tsfn, std::string* error) {

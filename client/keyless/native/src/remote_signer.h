@@ -35,6 +35,8 @@ void RecordFailure(const std::string& key_name, Outcome outcome);
 void CreateBridge(const std::string& bridge_id, int timeout_ms);
 // Fails the bridge's outstanding requests at once; later signs fail with "no signer".
 void DestroyBridge(const std::string& bridge_id);
+// True while a worker's function is attached to the bridge.
+bool WorkerAttached(const std::string& bridge_id);
 // Called on the worker thread that created `tsfn`.
 bool AttachWorker(const std::string& bridge_id, napi_threadsafe_function tsfn, std::string* error);
 // The worker's function is gone (released or its thread ended): fail its requests.

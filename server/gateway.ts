@@ -6,9 +6,10 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { SignerService } from '../proto/generated/hsmgateway/v1/signer';
-import { Authorizer } from './auth/authorizer';
+import * as fs from 'node:fs';
+import { AccessPolicy, AccessPolicyHolder } from './auth/access-policy';
 import { IdentityCache } from './auth/peer-identity';
-import { parseListenAddress } from './config/load-config';
+import { loadConfigFile, parseListenAddress } from './config/load-config';
 import type { GatewayConfig } from './config/gateway-config';
 import { readPin } from './config/read-pin';
 import { createOpsServer } from './observability/http-server';
@@ -42,12 +43,30 @@ function hsmObserver(logger: Logger, metrics: () => GatewayMetrics | undefined, 
   };
 }
 
+export interface GatewayStartOptions {
+  /** The file the config came from: reloaded on SIGHUP and when it changes. */
+  configFile?: string;
+  /** How often watched files are polled for changes, ms (0 disables watching). */
+  watchIntervalMs?: number;
+}
+
+/** Fields a live reload applies; anything else changed in the file needs a restart. */
+const LIVE_FIELDS = new Set(['keys', 'authorization', 'baseDir']);
+
+function changedRestartFields(a: GatewayConfig, b: GatewayConfig): string[] {
+  return (Object.keys(b) as Array<keyof GatewayConfig>).filter((k) => !LIVE_FIELDS.has(k) && JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+}
+
 /** One running gateway: the HSM, the mTLS gRPC server and the operations HTTP server. */
 export class Gateway {
   private stopping: Promise<void> | undefined;
+  private readonly watched: string[] = [];
+  private reloadTimer: NodeJS.Timeout | undefined;
 
   private constructor(
-    private readonly config: GatewayConfig,
+    private config: GatewayConfig,
+    private readonly options: GatewayStartOptions,
+    private readonly policy: AccessPolicyHolder,
     private readonly logger: Logger,
     readonly hsm: Hsm,
     readonly metrics: GatewayMetrics,
@@ -59,7 +78,7 @@ export class Gateway {
     readonly httpPort: number,
   ) {}
 
-  static async start(config: GatewayConfig, logger: Logger): Promise<Gateway> {
+  static async start(config: GatewayConfig, logger: Logger, options: GatewayStartOptions = {}): Promise<Gateway> {
     const pin = readPin(config.pkcs11.pin);
     // The module reads its own configuration from the environment when it is initialised.
     Object.assign(process.env, config.pkcs11.environment);
@@ -88,10 +107,10 @@ export class Gateway {
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     });
-    const authorizer = new Authorizer(config.authorization.rules);
-    const pipeline = new SignPipeline(hsm, authorizer, config.limits, metrics, logger, config.logging.audit);
+    const policy = new AccessPolicyHolder(new AccessPolicy(config.authorization.rules));
+    const pipeline = new SignPipeline(hsm, policy, config.limits, metrics, logger, config.logging.audit);
     server.addService(SignerService, createSignerService({
-      hsm, authorizer, identities: new IdentityCache(), pipeline, limits: config.limits, metrics,
+      hsm, policy, identities: new IdentityCache(), pipeline, limits: config.limits, metrics,
     }));
     health.addToServer(server);
     const definition = protoLoader.loadSync(path.join(PROTO_ROOT, 'hsmgateway', 'v1', 'signer.proto'), { includeDirs: [PROTO_ROOT] });
@@ -112,23 +131,70 @@ export class Gateway {
     });
     const httpPort = (ops.address() as AddressInfo).port;
     logger.info('gateway listening', { grpc: `${grpcAddr.host}:${grpcPort}`, http: `${httpAddr.host}:${httpPort}` });
-    return new Gateway(config, logger, hsm, metrics, server, health, credentials, ops, grpcPort, httpPort);
+    const gateway = new Gateway(config, options, policy, logger, hsm, metrics, server, health, credentials, ops, grpcPort, httpPort);
+    gateway.watchFiles();
+    return gateway;
   }
 
-  /** SIGHUP: new TLS material for new connections, and fresh certificate chains from the token. */
-  reload(): void {
-    try {
-      const material = loadTlsMaterial(this.config.tls);
-      this.credentials.reload(material);
-      this.metrics.serverCertificateExpiry(material.notAfter.getTime() / 1000);
-      this.logger.info('TLS material reloaded', { cert: this.config.tls.cert });
-    } catch (err) {
-      this.logger.error('TLS reload rejected; the previous certificate keeps serving', { error: (err as Error).message });
+  /** Polls the config and TLS files; a change triggers the same reload as SIGHUP, debounced. */
+  private watchFiles(): void {
+    const interval = this.options.watchIntervalMs ?? 1000;
+    if (interval <= 0) return;
+    const files = [this.options.configFile, this.config.tls.cert, this.config.tls.key, this.config.tls.clientCa].filter((f): f is string => !!f);
+    for (const file of new Set(files)) {
+      fs.watchFile(file, { interval, persistent: false }, (curr, prev) => {
+        if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size) return;
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => this.reload(`${file} changed`), 200);
+      });
+      this.watched.push(file);
     }
+  }
+
+  /**
+   * SIGHUP or a watched file changed: re-read the config (keys, aliases, authorization and rate
+   * limits apply live), the TLS files (for new connections) and the certificate chains on the
+   * token. Anything invalid is refused whole and the running configuration keeps serving.
+   */
+  reload(reason = 'SIGHUP'): void {
+    this.logger.info('reloading', { reason });
+    this.reloadConfig();
+    this.reloadTls();
     try {
       this.hsm.refreshCertificates();
     } catch (err) {
       this.logger.error('certificate chain refresh failed', { error: (err as Error).message });
+    }
+  }
+
+  private reloadConfig(): void {
+    const file = this.options.configFile;
+    if (!file) return;
+    try {
+      const next = loadConfigFile(file);
+      const restartOnly = changedRestartFields(this.config, next);
+      if (JSON.stringify(next.keys) !== JSON.stringify(this.config.keys)) this.hsm.reloadKeys(next.keys);
+      this.policy.current = new AccessPolicy(next.authorization.rules);
+      this.config = { ...this.config, keys: next.keys, authorization: next.authorization };
+      this.metrics.configReload('config', true);
+      this.logger.info('configuration reloaded', { keys: next.keys.map((k) => k.name).join(','), rules: next.authorization.rules.length });
+      if (restartOnly.length) this.logger.warn('some changed settings apply only after a restart', { fields: restartOnly.join(',') });
+    } catch (err) {
+      this.metrics.configReload('config', false);
+      this.logger.error('configuration reload rejected; the running configuration keeps serving', { error: (err as Error).message });
+    }
+  }
+
+  private reloadTls(): void {
+    try {
+      const material = loadTlsMaterial(this.config.tls);
+      this.credentials.reload(material);
+      this.metrics.serverCertificateExpiry(material.notAfter.getTime() / 1000);
+      this.metrics.configReload('tls', true);
+      this.logger.info('TLS material reloaded', { cert: this.config.tls.cert });
+    } catch (err) {
+      this.metrics.configReload('tls', false);
+      this.logger.error('TLS reload rejected; the previous certificate keeps serving', { error: (err as Error).message });
     }
   }
 
@@ -143,6 +209,8 @@ export class Gateway {
 
   private async doStop(): Promise<void> {
     const grace = this.config.shutdown.graceMs;
+    for (const file of this.watched) fs.unwatchFile(file);
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SIGNER_SERVICE_NAME, 'NOT_SERVING');
     this.logger.info('shutting down', { graceMs: grace });

@@ -41,7 +41,7 @@ export async function serveCommand(configFile: string | undefined): Promise<numb
     throw err;
   }
   const logger = new Logger(config.logging.level);
-  const gateway = await Gateway.start(config, logger);
+  const gateway = await Gateway.start(config, logger, { configFile: file });
   if (!configFile && !process.env.HSMGW_CONFIG) {
     say(`hsm-gateway: serving gRPC on ${config.listen.grpc.replace(/:\d+$/, `:${gateway.grpcPort}`)}, metrics on http://${config.listen.http.replace(/:\d+$/, `:${gateway.httpPort}`)}/metrics`);
     say('Try a signature (in another terminal; the digest is SHA-256("hello")):');
@@ -54,7 +54,7 @@ export async function serveCommand(configFile: string | undefined): Promise<numb
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => gateway.reload());
+    process.on('SIGHUP', () => gateway.reload('SIGHUP'));
   });
   return 0;
 }

@@ -36,6 +36,8 @@ export interface Pkcs11Config {
   sessions: SessionPoolConfig;
   /** A single HSM call taking longer than this frees its caller with UNAVAILABLE. */
   operationTimeoutMs: number;
+  /** How often certificate chains are re-read from the token (so a renewed chain needs no restart). */
+  certificateRefreshMs: number;
   /** How often the token's login state is checked (health, readiness). */
   healthCheckIntervalMs: number;
   /** First and longest delay between reconnection attempts after an HSM failure. */
@@ -62,6 +64,15 @@ export interface AuthorizationRule {
   keys: string[];
   /** SignatureAlgorithm names; empty means every algorithm the key supports. */
   algorithms: string[];
+  /** Token bucket for the identities this rule matches (the first matching rule with one applies). */
+  rateLimit?: RateLimitConfig;
+}
+
+export interface RateLimitConfig {
+  /** Sustained sign requests per second. */
+  perSecond: number;
+  /** Requests allowed in a burst above the sustained rate. */
+  burst: number;
 }
 
 export interface ListenConfig {

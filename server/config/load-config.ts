@@ -79,7 +79,7 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
   const authz = root.object('authorization');
   authz.rejectUnknown(['rules']);
   return authz.list('rules').map((r) => {
-    r.rejectUnknown(['identity', 'keys', 'algorithms']);
+    r.rejectUnknown(['identity', 'keys', 'algorithms', 'rateLimit']);
     const identity = r.string('identity');
     if (identity.indexOf('*') !== -1 && identity.indexOf('*') !== identity.length - 1) {
       throw new ConfigError(`${r.path}.identity`, 'a wildcard is allowed only as the last character');
@@ -94,7 +94,15 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
     for (const [i, a] of algorithms.entries()) {
       if (!ALL_ALGORITHM_NAMES.includes(a)) throw new ConfigError(`${r.path}.algorithms[${i}]`, `unknown algorithm "${a}" (expected one of: ${ALL_ALGORITHM_NAMES.join(', ')})`);
     }
-    return { identity, keys, algorithms };
+    let rateLimit: AuthorizationRule['rateLimit'];
+    if (r.has('rateLimit')) {
+      const rl = r.object('rateLimit');
+      rl.rejectUnknown(['perSecond', 'burst']);
+      const perSecond = rl.integer('perSecond', 0, 1);
+      if (perSecond === 0) throw new ConfigError(`${rl.path}.perSecond`, 'is required');
+      rateLimit = { perSecond, burst: rl.integer('burst', perSecond, 1) };
+    }
+    return { identity, keys, algorithms, rateLimit };
   });
 }
 
@@ -109,7 +117,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
   root.rejectUnknown(['pkcs11', 'keys', 'listen', 'tls', 'authorization', 'limits', 'logging', 'shutdown']);
 
   const p = root.object('pkcs11');
-  p.rejectUnknown(['module', 'environment', 'token', 'pin', 'signThreads', 'sessions', 'operationTimeoutMs', 'healthCheckIntervalMs', 'reconnectBackoffMs', 'allowExtractableKeys']);
+  p.rejectUnknown(['module', 'environment', 'token', 'pin', 'signThreads', 'sessions', 'operationTimeoutMs', 'certificateRefreshMs', 'healthCheckIntervalMs', 'reconnectBackoffMs', 'allowExtractableKeys']);
   const token = p.object('token');
   token.rejectUnknown(['label', 'serial']);
   const tokenSel = { label: token.optionalString('label'), serial: token.optionalString('serial') };
@@ -168,6 +176,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
       },
       operationTimeoutMs: p.integer('operationTimeoutMs', 5000, 10),
       healthCheckIntervalMs: p.integer('healthCheckIntervalMs', 5000, 100),
+      certificateRefreshMs: p.integer('certificateRefreshMs', 60_000, 100),
       reconnectBackoffMs: { initial: backoffInitial, max: backoffMax },
       allowExtractableKeys: p.boolean('allowExtractableKeys', false),
     },

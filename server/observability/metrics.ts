@@ -52,6 +52,18 @@ export class GatewayMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  private readonly rateLimitedRequests = new client.Counter({
+    name: 'hsmgw_rate_limited_total',
+    help: 'Sign requests refused with RESOURCE_EXHAUSTED by the per-identity rate limit, by identity.',
+    labelNames: ['identity'] as const,
+    registers: [this.registry],
+  });
+  private readonly configReloads = new client.Counter({
+    name: 'hsmgw_config_reloads_total',
+    help: 'Reloads of the configuration and TLS files (SIGHUP or file change), by what and result.',
+    labelNames: ['what', 'result'] as const,
+    registers: [this.registry],
+  });
   private readonly inFlight = new client.Gauge({
     name: 'hsmgw_in_flight_requests',
     help: 'Sign requests being handled now (waiting for a session or signing).',
@@ -118,6 +130,8 @@ export class GatewayMetrics {
   requestFinished(): void { this.inFlight.dec(); }
   hsmError(ckr: string): void { this.hsmErrors.labels(ckr).inc(); }
   authorizationDenied(reason: string): void { this.authzDenials.labels(reason).inc(); }
+  rateLimited(identity: string): void { this.rateLimitedRequests.labels(identity).inc(); }
+  configReload(what: 'config' | 'tls', ok: boolean): void { this.configReloads.labels(what, ok ? 'ok' : 'failed').inc(); }
   reconnectAttempt(ok: boolean): void { this.reconnects.labels(ok ? 'ok' : 'failed').inc(); }
   loginAttempt(ok: boolean): void { this.logins.labels(ok ? 'ok' : 'failed').inc(); }
   sessionDiscarded(reason: string): void { this.sessionsDiscarded.labels(reason).inc(); }

@@ -42,6 +42,7 @@ export class Hsm {
   private keyMap = new Map<string, ResolvedKey>();
   private currentState: HsmState = 'starting';
   private healthTimer: NodeJS.Timeout | undefined;
+  private certificateTimer: NodeJS.Timeout | undefined;
   private reconnecting: Promise<void> | undefined;
   private nextLoginAt = 0;
   private loginBackoffMs: number;
@@ -50,7 +51,7 @@ export class Hsm {
 
   constructor(
     private readonly config: Pkcs11Config,
-    private readonly keyConfigs: KeyConfig[],
+    private keyConfigs: KeyConfig[],
     private readonly pin: string,
     private readonly observer: HsmObserver,
   ) {
@@ -88,6 +89,14 @@ export class Hsm {
     this.setState('ready', 'started');
     this.healthTimer = setInterval(() => this.checkHealth(), this.config.healthCheckIntervalMs);
     this.healthTimer.unref();
+    this.certificateTimer = setInterval(() => {
+      try {
+        this.refreshCertificates();
+      } catch {
+        // A failing token shows up in the health check; the old chains stay in place.
+      }
+    }, this.config.certificateRefreshMs);
+    this.certificateTimer.unref();
   }
 
   private connect(): void {
@@ -118,6 +127,18 @@ export class Hsm {
   /** Re-reads certificate chains from the token (SIGHUP, or a periodic refresh). */
   refreshCertificates(): void {
     if (this.controlSession && this.ready) refreshCertificateChains(this.module, this.controlSession, this.keyMap);
+  }
+
+  /**
+   * Resolves a new key list (names, aliases) and swaps it in whole, or throws and changes
+   * nothing. Requests already holding a key keep using it.
+   */
+  reloadKeys(keyConfigs: KeyConfig[]): void {
+    if (!this.controlSession || !this.ready) throw new Error(`cannot reload keys while the HSM is ${this.currentState}`);
+    const { keys, warnings } = resolveKeys(this.module, this.controlSession, keyConfigs, this.config.allowExtractableKeys);
+    for (const w of warnings) this.observer.keyWarning(w);
+    this.keyMap = keys;
+    this.keyConfigs = keyConfigs;
   }
 
   async sign(key: ResolvedKey, algorithm: SignatureAlgorithm, data: Buffer, deadline: number): Promise<SignTiming> {
@@ -268,6 +289,7 @@ export class Hsm {
     this.setState('closed', 'shutdown');
     this.currentState = 'closed';
     if (this.healthTimer) clearInterval(this.healthTimer);
+    if (this.certificateTimer) clearInterval(this.certificateTimer);
     await this.reconnecting?.catch(() => undefined);
     if (this.pool) await this.pool.drain(graceMs);
     await this.executor.close();

@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import type { SignRequest } from '../../proto/generated/hsmgateway/v1/signer';
-import type { Authorizer } from '../auth/authorizer';
+import type { AccessPolicyHolder } from '../auth/access-policy';
 import type { LimitsConfig } from '../config/gateway-config';
 import type { Logger } from '../observability/logger';
 import type { GatewayMetrics } from '../observability/metrics';
@@ -18,7 +18,7 @@ export interface SignContext {
 
 /**
  * One sign request, top to bottom:
- * identity → authorization → validation → queue → session → mechanism → signature.
+ * identity → rate limit → authorization → validation → queue → session → mechanism → signature.
  * Every request is counted, timed and audited exactly once, whatever the outcome.
  */
 export class SignPipeline {
@@ -26,7 +26,7 @@ export class SignPipeline {
 
   constructor(
     private readonly hsm: Hsm,
-    private readonly authorizer: Authorizer,
+    private readonly policy: AccessPolicyHolder,
     private readonly limits: LimitsConfig,
     private readonly metrics: GatewayMetrics,
     private readonly logger: Logger,
@@ -45,8 +45,14 @@ export class SignPipeline {
       if (this.inFlight > this.limits.maxInFlight) {
         throw new GatewayError(status.RESOURCE_EXHAUSTED, `gateway at its limit of ${this.limits.maxInFlight} requests in flight; retry with backoff`);
       }
+      const { authorizer, rateLimiter } = this.policy.current;
+      const rate = rateLimiter.take(ctx.identity);
+      if (!rate.allowed) {
+        this.metrics.rateLimited(ctx.identity);
+        throw new GatewayError(status.RESOURCE_EXHAUSTED, `rate limit of ${rate.limit.perSecond}/s (burst ${rate.limit.burst}) exceeded for "${ctx.identity}"; retry after ${rate.retryAfterMs} ms`);
+      }
       checkKeyName(req.key);
-      const grant = this.authorizer.grant(ctx.identity, req.key);
+      const grant = authorizer.grant(ctx.identity, req.key);
       if (!grant) {
         this.metrics.authorizationDenied('key');
         // Same answer whether or not the key exists.
@@ -56,7 +62,7 @@ export class SignPipeline {
       if (!key) throw new GatewayError(status.NOT_FOUND, `no key named "${req.key}"`);
       keyLabel = key.name;
       const spec = checkAlgorithmFitsKey(algorithmSpec(req.algorithm), req.algorithm, key);
-      if (!this.authorizer.allows(grant, spec.algorithm)) {
+      if (!authorizer.allows(grant, spec.algorithm)) {
         this.metrics.authorizationDenied('algorithm');
         throw new GatewayError(status.PERMISSION_DENIED, `identity "${ctx.identity}" may not use ${spec.name} with key "${key.name}"`);
       }

@@ -2,7 +2,8 @@ import { status, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCa
 import {
   GetKeyRequest, KeyInfo, ListKeysRequest, ListKeysResponse, SignRequest, SignResponse, type SignerServer,
 } from '../../proto/generated/hsmgateway/v1/signer';
-import type { Authorizer, KeyGrant } from '../auth/authorizer';
+import type { KeyGrant } from '../auth/authorizer';
+import type { AccessPolicyHolder } from '../auth/access-policy';
 import type { IdentityCache } from '../auth/peer-identity';
 import type { LimitsConfig } from '../config/gateway-config';
 import type { GatewayMetrics } from '../observability/metrics';
@@ -17,7 +18,7 @@ import { SignStreamSession } from './sign-stream';
 
 export interface SignerServiceDeps {
   hsm: Hsm;
-  authorizer: Authorizer;
+  policy: AccessPolicyHolder;
   identities: IdentityCache;
   pipeline: SignPipeline;
   limits: LimitsConfig;
@@ -37,7 +38,7 @@ function keyInfo(key: ResolvedKey, grant: KeyGrant): KeyInfo {
 }
 
 export function createSignerService(deps: SignerServiceDeps): SignerServer {
-  const { hsm, authorizer, identities, pipeline, limits, metrics } = deps;
+  const { hsm, policy, identities, pipeline, limits, metrics } = deps;
 
   const fail = <T>(callback: sendUnaryData<T>, err: unknown): void => {
     const e = toGatewayError(err);
@@ -77,7 +78,7 @@ export function createSignerService(deps: SignerServiceDeps): SignerServer {
       try {
         const identity = callerIdentity(call, identities);
         checkKeyName(call.request.key);
-        const grant = authorizer.grant(identity, call.request.key);
+        const grant = policy.current.authorizer.grant(identity, call.request.key);
         if (!grant) {
           metrics.authorizationDenied('key');
           throw new GatewayError(status.PERMISSION_DENIED, `identity "${identity}" may not use key "${call.request.key}"`);
@@ -95,7 +96,7 @@ export function createSignerService(deps: SignerServiceDeps): SignerServer {
         const identity = callerIdentity(call, identities);
         const keys: KeyInfo[] = [];
         for (const key of hsm.keys()) {
-          const grant = authorizer.grant(identity, key.name);
+          const grant = policy.current.authorizer.grant(identity, key.name);
           if (grant) keys.push(keyInfo(key, grant));
         }
         callback(null, ListKeysResponse.create({ keys }));

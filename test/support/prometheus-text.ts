@@ -43,9 +43,10 @@ function parseLabels(text: string, line: string): { labels: Record<string, strin
 
 function parseValue(text: string, line: string): number {
   const t = text.trim().split(/\s+/)[0];
-  if (t === '+Inf') return Infinity;
-  if (t === '-Inf') return -Infinity;
-  if (t === 'NaN') return NaN;
+  // Prometheus parses these case-insensitively (prom-client writes "Nan").
+  if (/^\+?inf$/i.test(t)) return Infinity;
+  if (/^-inf$/i.test(t)) return -Infinity;
+  if (/^nan$/i.test(t)) return NaN;
   const v = Number(t);
   if (t === '' || Number.isNaN(v)) throw new Error(`bad sample value in: ${line}`);
   return v;

@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { webcrypto } from 'node:crypto';
 import { ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
 import { createCertificateAuthority, issueLeaf, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
 import { HsmModule } from '../../server/pkcs11/hsm-module';
@@ -56,6 +57,16 @@ async function writeIdentity(dir: string, name: string, ca: CertificateAuthority
   return { cert, key };
 }
 
+/** The dev CA of a state directory's PKI, re-created from its files to issue more certificates. */
+export async function loadDevCa(pkiDir: string): Promise<CertificateAuthority> {
+  const caCert = new x509.X509Certificate(fs.readFileSync(path.join(pkiDir, 'ca.pem'), 'utf8'));
+  const caKeyPem = fs.readFileSync(path.join(pkiDir, 'ca.key'), 'utf8');
+  const der = Buffer.from(caKeyPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const privateKey = await webcrypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign']);
+  const publicKey = await webcrypto.subtle.importKey('spki', Buffer.from(caCert.publicKey.rawData), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+  return { keys: { privateKey, publicKey }, cert: caCert, certPem: caCert.toString('pem'), keyPem: caKeyPem };
+}
+
 async function prepare(): Promise<TestEnvironment> {
   const embedded = await ensureEmbeddedDefault(TEST_STATE_DIR);
   const config = fs.readFileSync(embedded.configFile, 'utf8');
@@ -79,14 +90,7 @@ async function prepare(): Promise<TestEnvironment> {
 
   const pkiDir = path.join(TEST_STATE_DIR, 'pki');
   const clientsDir = path.join(TEST_STATE_DIR, 'test-clients');
-  // Re-create the dev CA object from its files to issue more identities under it.
-  const caCert = new x509.X509Certificate(fs.readFileSync(path.join(pkiDir, 'ca.pem'), 'utf8'));
-  const caKeyPem = fs.readFileSync(path.join(pkiDir, 'ca.key'), 'utf8');
-  const { webcrypto } = await import('node:crypto');
-  const der = Buffer.from(caKeyPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
-  const privateKey = await webcrypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign']);
-  const publicKey = await webcrypto.subtle.importKey('spki', Buffer.from(caCert.publicKey.rawData), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
-  const devCa: CertificateAuthority = { keys: { privateKey, publicKey }, cert: caCert, certPem: caCert.toString('pem'), keyPem: caKeyPem };
+  const devCa = await loadDevCa(pkiDir);
   const otherCa = await createCertificateAuthority('some other CA');
   writePem(path.join(clientsDir, 'other-ca.pem'), otherCa.certPem, false);
   const past = new Date(Date.now() - 10 * 86_400_000);

@@ -3,7 +3,8 @@ import * as grpc from '@grpc/grpc-js';
 import { GatewayClient } from '../../client/gateway-client';
 import type { GatewayClientOptions } from '../../client/gateway-client-options';
 import { SignerClient } from '../../proto/generated/hsmgateway/v1/signer';
-import { buildConfig } from '../../server/config/load-config';
+import { stringify as toYaml } from 'yaml';
+import { buildConfig, loadConfigFile } from '../../server/config/load-config';
 import type { GatewayConfig } from '../../server/config/gateway-config';
 import { Gateway } from '../../server/gateway';
 import { Logger } from '../../server/observability/logger';
@@ -16,6 +17,13 @@ export interface TestGatewayOptions {
   limits?: Record<string, unknown>;
   logging?: Record<string, unknown>;
   shutdown?: Record<string, unknown>;
+  /** Merged over the tls section (cert, key, clientCa). */
+  tls?: Record<string, string>;
+  /** Replaces the authorization section. */
+  authorization?: Record<string, unknown>;
+  /** Write the config to this YAML file and watch it (live reload), polling at watchIntervalMs. */
+  configFile?: string;
+  watchIntervalMs?: number;
 }
 
 export interface TestGateway {
@@ -45,8 +53,8 @@ export function testConfigDocument(env: TestEnvironment, options: TestGatewayOpt
     },
     keys: ALL_TEST_KEYS.map((name) => ({ name, label: name })),
     listen: { grpc: '127.0.0.1:0', http: '127.0.0.1:0' },
-    tls: { cert: env.pki.serverCert, key: env.pki.serverKey, clientCa: env.pki.ca },
-    authorization: {
+    tls: { cert: env.pki.serverCert, key: env.pki.serverKey, clientCa: env.pki.ca, ...options.tls },
+    authorization: options.authorization ?? {
       rules: [
         { identity: IDENTITIES.dev, keys: ALL_TEST_KEYS },
         { identity: IDENTITIES.ecOnly, keys: ['dev-ec'], algorithms: ['ECDSA_SHA256'] },
@@ -66,8 +74,15 @@ function readIdentity(identity: ClientIdentity): { cert: Buffer; key: Buffer } {
 
 export async function startTestGateway(options: TestGatewayOptions = {}, logger = new Logger('error')): Promise<TestGateway> {
   const env = await testEnvironment();
-  const config = buildConfig(testConfigDocument(env, options), env.stateDir, {});
-  const gateway = await Gateway.start(config, logger);
+  const document = testConfigDocument(env, options);
+  let config: GatewayConfig;
+  if (options.configFile) {
+    fs.writeFileSync(options.configFile, toYaml(document));
+    config = loadConfigFile(options.configFile, {});
+  } else {
+    config = buildConfig(document, env.stateDir, {});
+  }
+  const gateway = await Gateway.start(config, logger, { configFile: options.configFile, watchIntervalMs: options.watchIntervalMs ?? 0 });
   const endpoint = `localhost:${gateway.grpcPort}`;
   const ca = fs.readFileSync(env.pki.ca);
   const clients: Array<{ close(): void }> = [];

@@ -117,15 +117,18 @@ export class KeylessBridge {
       worker.unref();  // the bridge alone does not keep the process alive
       let ready = false;
       let lastError: Error | undefined;
-      worker.on('message', (message: WorkerToBridgeMessage) => {
-        if (message.type === 'ready' && !ready) {
+      // Listening for messages keeps the process alive even when unref'd: only until ready.
+      const onMessage = (message: WorkerToBridgeMessage): void => {
+        worker.off('message', onMessage);
+        if (message.type === 'ready') {
           ready = true;
           this.workerStarted(worker);
           resolve();
-        } else if (message.type === 'failed') {
+        } else {
           reject(new Error(`keyless: signer worker failed to start: ${message.message}`));
         }
-      });
+      };
+      worker.on('message', onMessage);
       worker.on('error', (error) => {
         lastError = error;
       });

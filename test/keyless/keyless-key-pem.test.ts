@@ -1,0 +1,40 @@
+// The key reference PEM and the bridge options.
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import * as path from 'node:path';
+import { test } from 'node:test';
+
+import { KeylessBridge } from '../../client/keyless/keyless-bridge';
+import { KEYLESS_PEM_LABEL, encodeKeylessKeyPem } from '../../client/keyless/keyless-key-pem';
+import { TEST_SIGNER } from './support/keyless-kit';
+
+const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+
+test('the PEM names the bridge and key and carries only the public key', () => {
+  const pem = encodeKeylessKeyPem('bridge-1', 'web-ec', ec);
+  const body = Buffer.from(pem.split('\n').filter((line) => !line.startsWith('-----')).join(''), 'base64');
+  assert.ok(pem.startsWith(`-----BEGIN ${KEYLESS_PEM_LABEL}-----\n`));
+  assert.equal(body.subarray(0, 8).toString('latin1'), 'HSMGWKL1');
+  assert.equal(body.readUInt16BE(8), 8);
+  assert.equal(body.subarray(10, 18).toString(), 'bridge-1');
+  assert.equal(body.subarray(20, 26).toString(), 'web-ec');
+  assert.deepEqual(body.subarray(26), ec);
+});
+
+test('keyPem refuses keys that are not EC or RSA, and bad names', () => {
+  const ed = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'der' });
+  assert.throws(() => encodeKeylessKeyPem('b', 'k', ed), /EC or RSA public key, not ed25519/);
+  assert.throws(() => encodeKeylessKeyPem('b', 'k', Buffer.from('nope')), /not a DER SubjectPublicKeyInfo/);
+  assert.throws(() => encodeKeylessKeyPem('b', '', ec), /keyName must be 1\.\.1024 bytes/);
+});
+
+test('bridge options are validated with errors naming the option', async () => {
+  await assert.rejects(KeylessBridge.start({ signerModule: 'relative.js' }), /signerModule must be an absolute path/);
+  await assert.rejects(KeylessBridge.start({ signerModule: TEST_SIGNER, signTimeoutMs: 0 }), /signTimeoutMs must be an integer/);
+  await assert.rejects(KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { f: () => 1 } }), /signerOptions must be structured-cloneable/);
+});
+
+test('a signer module that cannot start makes start() reject with its error', async () => {
+  await assert.rejects(KeylessBridge.start({ signerModule: path.join(__dirname, 'does-not-exist.js') }), /signer worker failed to start: .*Cannot find module/);
+  await assert.rejects(KeylessBridge.start({ signerModule: __filename }), /does not export createRemoteSigner/);
+});

@@ -2,7 +2,7 @@
 // Builds the keyless N-API addon (client/keyless/native) with node-gyp, offline.
 //
 //   node scripts/build-addon.js            # for the node running this script
-//   node scripts/build-addon.js --all      # also for node_modules/node22 and node24
+//   node scripts/build-addon.js --all      # also for node_modules/node22 and node24 (if installed)
 //   node scripts/build-addon.js --node /path/to/bin/node   # for another node binary
 //
 // Each target builds in its own staging directory,
@@ -69,8 +69,12 @@ function main(argv) {
   const targets = [process.execPath];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--all') {
-      targets.push(path.join(root, 'node_modules', 'node22', 'bin', 'node'));
-      targets.push(path.join(root, 'node_modules', 'node24', 'bin', 'node'));
+      // The node22/node24 devDependencies; absent in a production install.
+      for (const major of ['22', '24']) {
+        const binary = path.join(root, 'node_modules', `node${major}`, 'bin', 'node');
+        if (fs.existsSync(binary)) targets.push(binary);
+        else console.log(`keyless addon: skipping node ${major} (${path.relative(root, binary)} not installed)`);
+      }
     } else if (argv[i] === '--node' && argv[i + 1]) {
       targets.push(path.resolve(argv[++i]));
     } else {

@@ -11,7 +11,6 @@
 #include <openssl/x509.h>
 
 #include <cstring>
-#include <mutex>
 
 #include "keyless_key.h"
 #include "provider.h"
@@ -154,17 +153,6 @@ int DecoderDecode(void*, OSSL_CORE_BIO* in, int, OSSL_CALLBACK* data_cb, void* d
 
 // ---- keymgmt ----------------------------------------------------------------------
 
-std::mutex g_delegate_mutex;
-EVP_KEYMGMT* g_delegates[2] = {nullptr, nullptr};
-
-// The default provider's keymgmt for the type: source of the gettable-params list.
-EVP_KEYMGMT* Delegate(KeyType type) {
-  std::lock_guard<std::mutex> lock(g_delegate_mutex);
-  EVP_KEYMGMT*& km = g_delegates[type == KeyType::kEc ? 0 : 1];
-  if (km == nullptr) km = EVP_KEYMGMT_fetch(LibCtx(), KeyTypeName(type), kNotThisProvider);
-  return km;
-}
-
 template <KeyType kType>
 void* KmNew(void*) { return new KeylessKey(kType); }
 
@@ -193,10 +181,14 @@ int KmGetParams(void* keydata, OSSL_PARAM params[]) {
   return EVP_PKEY_get_params(key->pub, params);
 }
 
+// The default provider's list for the type (static data of that provider, so it
+// outlives the fetched method).
 template <KeyType kType>
 const OSSL_PARAM* KmGettableParams(void*) {
-  EVP_KEYMGMT* km = Delegate(kType);
-  return km != nullptr ? EVP_KEYMGMT_gettable_params(km) : nullptr;
+  EVP_KEYMGMT* km = EVP_KEYMGMT_fetch(LibCtx(), KeyTypeName(kType), kNotThisProvider);
+  const OSSL_PARAM* params = km != nullptr ? EVP_KEYMGMT_gettable_params(km) : nullptr;
+  EVP_KEYMGMT_free(km);
+  return params;
 }
 
 int KmMatch(const void* keydata1, const void* keydata2, int selection) {
@@ -317,13 +309,5 @@ const OSSL_DISPATCH kEcKeymgmtFunctions[] = KEYMGMT_FUNCTIONS(KeyType::kEc);
 const OSSL_DISPATCH kRsaKeymgmtFunctions[] = KEYMGMT_FUNCTIONS(KeyType::kRsa);
 const OSSL_DISPATCH kEcDecoderFunctions[] = DECODER_FUNCTIONS(KeyType::kEc);
 const OSSL_DISPATCH kRsaDecoderFunctions[] = DECODER_FUNCTIONS(KeyType::kRsa);
-
-void KeymgmtTeardown() {
-  std::lock_guard<std::mutex> lock(g_delegate_mutex);
-  for (EVP_KEYMGMT*& km : g_delegates) {
-    EVP_KEYMGMT_free(km);
-    km = nullptr;
-  }
-}
 
 }  // namespace keyless

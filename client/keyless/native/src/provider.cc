@@ -69,12 +69,9 @@ const OSSL_ALGORITHM* QueryOperation(void*, int operation_id, int* no_cache) {
 
 const OSSL_ITEM* GetReasonStrings(void*) { return kReasonStrings; }
 
-void Teardown(void*) { KeymgmtTeardown(); }
-
 const OSSL_DISPATCH kProviderFunctions[] = {
     {OSSL_FUNC_PROVIDER_QUERY_OPERATION, reinterpret_cast<void (*)(void)>(QueryOperation)},
     {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, reinterpret_cast<void (*)(void)>(GetReasonStrings)},
-    {OSSL_FUNC_PROVIDER_TEARDOWN, reinterpret_cast<void (*)(void)>(Teardown)},
     {0, nullptr},
 };
 

@@ -59,9 +59,6 @@ extern const OSSL_DISPATCH kEcdsaSignatureFunctions[];
 extern const OSSL_DISPATCH kRsaSignatureFunctions[];
 extern const OSSL_DISPATCH kRsaAsymCipherFunctions[];
 
-// Frees per-provider caches (called from the provider teardown).
-void KeymgmtTeardown();
-
 }  // namespace keyless
 
 #endif  // HSMGW_KEYLESS_PROVIDER_H_

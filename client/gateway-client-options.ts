@@ -20,6 +20,8 @@ export interface GatewayClientOptions {
   keyCacheTtlMs?: number;
   /** TLS server name to verify instead of the endpoint host (e.g. when dialing an IP). */
   serverName?: string;
+  /** Keyless TLS: longest a handshake waits for its remote signature, ms. Default 2000. */
+  keylessSignTimeoutMs?: number;
 }
 
 export type ResolvedClientOptions = Required<Omit<GatewayClientOptions, 'serverName' | 'ca' | 'cert' | 'key'>> & {
@@ -56,6 +58,7 @@ export function resolveClientOptions(options: GatewayClientOptions): ResolvedCli
     retryBackoffMs: positive('retryBackoffMs', options.retryBackoffMs, 25, 0),
     keepaliveMs: positive('keepaliveMs', options.keepaliveMs, 30_000, 1000),
     keyCacheTtlMs: positive('keyCacheTtlMs', options.keyCacheTtlMs, 60_000, 0),
+    keylessSignTimeoutMs: positive('keylessSignTimeoutMs', options.keylessSignTimeoutMs, 2000),
     serverName: options.serverName,
   };
 }

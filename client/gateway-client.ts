@@ -1,8 +1,13 @@
+import * as path from 'node:path';
+import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
+import { KeylessBridge } from './keyless/keyless-bridge';
 import {
   KeyType, SignatureAlgorithm, SignerClient, type KeyInfo, type SignResponse,
 } from '../proto/generated/hsmgateway/v1/signer';
 import { GatewayClientError } from './gateway-client-error';
+import { SignStreamChannel } from './sign-stream-channel';
 import { resolveClientOptions, type GatewayClientOptions, type ResolvedClientOptions } from './gateway-client-options';
 
 export type AlgorithmName = Exclude<keyof typeof SignatureAlgorithm, 'UNRECOGNIZED' | 'SIGNATURE_ALGORITHM_UNSPECIFIED'>;
@@ -47,12 +52,31 @@ function describeKey(info: KeyInfo): KeyDescription {
 interface Endpoint {
   address: string;
   client: SignerClient;
+  stream: SignStreamChannel;
   /** performance.now() until which the endpoint is skipped after UNAVAILABLE. */
   downUntil: number;
   failures: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Options of the key and certificate that tlsCredentials() returns. */
+export interface TlsCredentialsOptions {
+  /** PEM certificate chain to serve instead of the one stored on the token. */
+  cert?: string | Buffer;
+}
+
+/** `{ key, cert }` to spread into tls/https/http2 server options or tls.connect. */
+export interface KeylessTlsCredentials {
+  /** A keyless key reference: names the remote key, holds no secret. */
+  key: string;
+  /** PEM chain, leaf first. */
+  cert: string;
+}
+
+function derToPem(der: Buffer): string {
+  return `-----BEGIN CERTIFICATE-----\n${der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END CERTIFICATE-----\n`;
+}
 
 /**
  * A client of the hsm-gateway Signer service: mTLS with an explicit CA, a deadline on every call,
@@ -64,6 +88,7 @@ export class GatewayClient {
   private readonly endpoints: Endpoint[];
   private next = 0;
   private readonly keyCache = new Map<string, { key: KeyDescription; fetchedAt: number }>();
+  private bridge: Promise<KeylessBridge> | undefined;
 
   constructor(options: GatewayClientOptions) {
     this.options = resolveClientOptions(options);
@@ -78,7 +103,7 @@ export class GatewayClient {
     };
     this.endpoints = this.options.endpoints.map((address) => ({
       address, client: new SignerClient(address, credentials, channelOptions), downUntil: 0, failures: 0,
-    }));
+    })).map((e) => ({ ...e, stream: new SignStreamChannel(e.client, e.address) }));
   }
 
   /** Healthy endpoints in round-robin order, then the ones marked down (soonest back first). */
@@ -92,14 +117,14 @@ export class GatewayClient {
   }
 
   /** Runs a call with failover: UNAVAILABLE moves on to the next endpoint after a backoff. */
-  protected async withFailover<T>(call: (client: SignerClient, deadline: Date) => Promise<T>): Promise<T> {
+  protected async withFailover<T>(call: (client: SignerClient, deadline: Date, endpoint: Endpoint) => Promise<T>): Promise<T> {
     const order = this.endpointOrder();
     let lastError: GatewayClientError | undefined;
     for (let attempt = 0; attempt <= this.options.maxRetries; attempt++) {
       const endpoint = order[attempt % order.length];
       if (attempt > 0) await sleep(Math.min(this.options.retryBackoffMs * 2 ** (attempt - 1), 1000));
       try {
-        const result = await call(endpoint.client, new Date(Date.now() + this.options.deadlineMs));
+        const result = await call(endpoint.client, new Date(Date.now() + this.options.deadlineMs), endpoint);
         endpoint.failures = 0;
         endpoint.downUntil = 0;
         return result;
@@ -121,6 +146,17 @@ export class GatewayClient {
       client.sign({ key, algorithm: alg, input, requestId: 0n }, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
     }));
     return Buffer.from(response.signature);
+  }
+
+  /**
+   * Like sign(), over a long-lived SignStream per endpoint: the high-rate path (no per-call
+   * HTTP/2 stream setup). A broken stream fails its requests with UNAVAILABLE, which fails
+   * them over to another endpoint like unary calls.
+   */
+  async signStreamed(key: string, algorithm: SignatureAlgorithm | AlgorithmName, digest: Buffer): Promise<Buffer> {
+    const alg = algorithmValue(algorithm);
+    const input = alg === SignatureAlgorithm.ED25519 ? { $case: 'message' as const, value: digest } : { $case: 'digest' as const, value: digest };
+    return this.withFailover((_client, deadline, endpoint) => endpoint.stream.sign({ key, algorithm: alg, input }, deadline));
   }
 
   /** Signs a whole message; the gateway hashes it (capped at the gateway's message limit). */
@@ -152,7 +188,60 @@ export class GatewayClient {
     return res;
   }
 
-  close(): void {
-    for (const e of this.endpoints) e.client.close();
+  /**
+   * A keyless key and its certificate chain for Node's TLS: `https.createServer({ ...creds })`,
+   * `tls.createSecureContext(creds)` (SNI) or `tls.connect({ ...creds })` (mTLS upstream). The
+   * handshake signature is made by the gateway; the process never holds the private key.
+   */
+  async tlsCredentials(name: string, options: TlsCredentialsOptions = {}): Promise<KeylessTlsCredentials> {
+    const info = await this.getKey(name, { refresh: true });
+    let cert: string;
+    if (options.cert !== undefined) {
+      cert = String(options.cert);
+    } else if (info.certificateChain.length > 0) {
+      cert = info.certificateChain.map(derToPem).join('');
+    } else {
+      throw new Error(`key "${name}" has no certificate on the token; install one or pass { cert }`);
+    }
+    const leaf = new X509Certificate(cert);
+    if (!leaf.publicKey.export({ type: 'spki', format: 'der' }).equals(info.publicKey)) {
+      throw new Error(`the certificate for "${name}" (${leaf.subject.replace(/\n/g, ', ')}) does not match the key's public key`);
+    }
+    const bridge = await this.keylessBridge();
+    return { key: bridge.keyPem(name, info.publicKey), cert };
+  }
+
+  /** Per-process keyless metrics (remote signs, latency, failures) as a prom-client Registry to mount. */
+  async keylessMetricsRegistry(): Promise<Registry> {
+    return (await this.keylessBridge()).metrics.registry;
+  }
+
+  /** The bridge for this client's keyless keys, started on first use; its worker has its own GatewayClient. */
+  private keylessBridge(): Promise<KeylessBridge> {
+    this.bridge ??= (async () => {
+      const o = this.options;
+      // KeylessBridge loads the native addon only here, on first use.
+      return KeylessBridge.start({
+        signerModule: path.join(__dirname, 'gateway-remote-signer.js'),
+        signerOptions: {
+          endpoints: o.endpoints, ca: o.ca.toString(), cert: o.cert.toString(), key: o.key.toString(),
+          deadlineMs: Math.min(o.deadlineMs, o.keylessSignTimeoutMs), maxRetries: o.maxRetries, retryBackoffMs: o.retryBackoffMs,
+          keepaliveMs: o.keepaliveMs, serverName: o.serverName,
+        } satisfies GatewayClientOptions,
+        signTimeoutMs: o.keylessSignTimeoutMs,
+      });
+    })();
+    this.bridge.catch(() => { this.bridge = undefined; });
+    return this.bridge;
+  }
+
+  async close(): Promise<void> {
+    for (const e of this.endpoints) {
+      e.stream.close();
+      e.client.close();
+    }
+    const bridge = this.bridge;
+    this.bridge = undefined;
+    if (bridge) await (await bridge).close();
   }
 }

@@ -1,4 +1,16 @@
-// Public surface of keyless TLS.
+// Public surface of keyless TLS: terminate TLS with a certificate whose private key
+// stays in the HSM behind the gateway; only the handshake signature is remote.
+//
+//   const bridge = await KeylessBridge.start({ signerModule: '/abs/path/gateway-signer.js', signerOptions });
+//   const spki = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
+//   https.createServer({ cert: certPem, key: bridge.keyPem('web-ec', spki) }, handler);
+//   tls.connect({ cert: clientCertPem, key: bridge.keyPem('client', clientSpki), ... });  // mTLS upstream
+//
+// The handshake thread waits for each remote signature (at most signTimeoutMs), so a
+// process serves about one full handshake per signer round trip; resumed sessions
+// need no signature. TLS 1.2 static-RSA cipher suites cannot work (no decryption)
+// and fail with a readable error. On Node <= 22, do not read `asymmetricKeyDetails`
+// of a KeyObject made from a keyless PEM (Node asserts on provider-only EC keys).
 export { KeylessBridge, type KeylessBridgeOptions } from './keyless-bridge';
 export { KeylessMetrics } from './keyless-metrics';
 export { KEYLESS_PEM_LABEL } from './keyless-key-pem';

@@ -19,6 +19,8 @@ export const TEST_STATE_DIR = process.env.HSMGW_TEST_STATE_DIR ?? path.join(REPO
 export const EXTRA_KEYS: ReadonlyArray<{ name: string; spec: KeySpec }> = [
   { name: 'test-ec384', spec: 'ec-p384' },
   { name: 'test-rsa3072', spec: 'rsa-3072' },
+  // A second P-256 key: signatures that are valid, but by the wrong key (negative controls).
+  { name: 'alt-ec', spec: 'ec-p256' },
 ];
 
 export const IDENTITIES = {

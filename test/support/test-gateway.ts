@@ -17,6 +17,8 @@ export interface TestGatewayOptions {
   limits?: Record<string, unknown>;
   logging?: Record<string, unknown>;
   shutdown?: Record<string, unknown>;
+  /** Replaces the keys section. */
+  keys?: Array<Record<string, string>>;
   /** Merged over the tls section (cert, key, clientCa). */
   tls?: Record<string, string>;
   /** Replaces the authorization section. */
@@ -51,7 +53,7 @@ export function testConfigDocument(env: TestEnvironment, options: TestGatewayOpt
       pin: { file: env.pinFile },
       ...options.pkcs11,
     },
-    keys: ALL_TEST_KEYS.map((name) => ({ name, label: name })),
+    keys: options.keys ?? ALL_TEST_KEYS.map((name) => ({ name, label: name })),
     listen: { grpc: '127.0.0.1:0', http: '127.0.0.1:0' },
     tls: { cert: env.pki.serverCert, key: env.pki.serverKey, clientCa: env.pki.ca, ...options.tls },
     authorization: options.authorization ?? {

@@ -3,3 +3,6 @@ export { GatewayClient, algorithmValue, type AlgorithmName, type KeyDescription 
 export { GatewayClientError } from './gateway-client-error';
 export type { GatewayClientOptions } from './gateway-client-options';
 export { SignatureAlgorithm, KeyType } from '../proto/generated/hsmgateway/v1/signer';
+export { GatewaySigner, type GatewaySignerOptions, type SignOptions, type HashName } from './gateway-signer';
+export { createRemoteCrypto, remoteCryptoKey, type RemoteCryptoKey, type RemoteKeyKind, type MessageSigner } from './x509/remote-crypto';
+export type { SubjectAltNames } from './x509/certificates';

@@ -29,7 +29,8 @@ export interface RemoteCryptoKey {
 export function remoteCryptoKey(kind: RemoteKeyKind, signer: MessageSigner, options: { hash?: HashName; rsaPss?: boolean } = {}): RemoteCryptoKey {
   const hash = { name: options.hash ?? 'SHA-256' };
   let algorithm: RemoteCryptoKey['algorithm'];
-  if (kind.kind === 'ec') algorithm = { name: 'ECDSA', namedCurve: kind.curve };
+  // An EC key carries a hash only when asked: it becomes the default for sign calls without one.
+  if (kind.kind === 'ec') algorithm = options.hash ? { name: 'ECDSA', namedCurve: kind.curve, hash } : { name: 'ECDSA', namedCurve: kind.curve };
   else if (kind.kind === 'ed25519') algorithm = { name: 'Ed25519' };
   else algorithm = { name: options.rsaPss ? 'RSA-PSS' : 'RSASSA-PKCS1-v1_5', hash };
   return { type: 'private', extractable: false, usages: ['sign'], algorithm, remote: { kind, signer, pss: options.rsaPss ?? false } };

@@ -1,6 +1,9 @@
 import { parseArgs } from 'node:util';
 import { GatewayClientError } from '../../client/gateway-client-error';
 import { keysCommand } from './keys-command';
+import { keyCommand } from './key-command';
+import { certCommand } from './cert-command';
+import { csrCommand } from './csr-command';
 import { SERVE_HELP, serveCommand } from './serve-command';
 import { signCommand } from './sign-command';
 
@@ -12,6 +15,9 @@ Commands:
   serve   run the gateway (embedded SoftHSM2 default unless --config is given)
   sign    sign a digest or file through a running gateway
   keys    list the keys this client may use
+  csr     write a PKCS#10 request signed by an HSM key (through the gateway)
+  cert    install a certificate chain on the token; self-sign a certificate
+  key     generate keys in the token; list the token's keys (direct PKCS#11, gateway host)
 
 Run "hsm-gateway <command> --help" for a command's options.
 
@@ -32,6 +38,9 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'sign': return await signCommand(rest);
       case 'keys': return await keysCommand(rest);
+      case 'key': return await keyCommand(rest);
+      case 'cert': return await certCommand(rest);
+      case 'csr': return await csrCommand(rest);
       case undefined: case '-h': case '--help': case 'help':
         process.stdout.write(`${HELP}\n`);
         return command === undefined ? 2 : 0;

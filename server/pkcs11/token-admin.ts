@@ -83,9 +83,9 @@ export function generateSigningKey(module: HsmModule, session: Buffer, name: str
   return id;
 }
 
-/** Stores a DER certificate on the token under the key's CKA_ID. */
-export function storeCertificate(module: HsmModule, session: Buffer, id: Buffer, label: string, der: Buffer, names: { subject: Buffer; issuer: Buffer; serial: Buffer }): void {
-  module.p11.C_CreateObject(session, [
+/** Stores a DER certificate on the token under the key's CKA_ID; returns the new object's handle. */
+export function storeCertificate(module: HsmModule, session: Buffer, id: Buffer, label: string, der: Buffer, names: { subject: Buffer; issuer: Buffer; serial: Buffer }): Buffer {
+  return module.p11.C_CreateObject(session, [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE },
     { type: pkcs11js.CKA_CERTIFICATE_TYPE, value: pkcs11js.CKC_X_509 },
     { type: pkcs11js.CKA_TOKEN, value: true },

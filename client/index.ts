@@ -6,3 +6,5 @@ export { SignatureAlgorithm, KeyType } from '../proto/generated/hsmgateway/v1/si
 export { GatewaySigner, type GatewaySignerOptions, type SignOptions, type HashName } from './gateway-signer';
 export { createRemoteCrypto, remoteCryptoKey, type RemoteCryptoKey, type RemoteKeyKind, type MessageSigner } from './x509/remote-crypto';
 export type { SubjectAltNames } from './x509/certificates';
+export type { KeylessTlsCredentials, TlsCredentialsOptions } from './gateway-client';
+export { runKeylessCluster, type KeylessClusterOptions } from './keyless-cluster';

@@ -22,14 +22,14 @@ export class KeylessMetrics {
   constructor(private readonly drain: () => SignSample[]) {
     const collect = (): void => this.collectSamples();
     this.remoteSigns = new Counter({
-      name: 'hsm_gateway_keyless_remote_signs_total',
+      name: 'hsmgw_keyless_remote_signs_total',
       help: 'Handshake signatures sent to the remote signer (one per full TLS handshake using a keyless key)',
       labelNames: ['key'],
       registers: [this.registry],
       collect,
     });
     this.signDuration = new Histogram({
-      name: 'hsm_gateway_keyless_sign_duration_seconds',
+      name: 'hsmgw_keyless_sign_duration_seconds',
       help: 'Time the TLS thread was blocked waiting for a remote signature, including the worker queue',
       labelNames: ['key', 'result'],
       buckets: LATENCY_BUCKETS,
@@ -37,14 +37,14 @@ export class KeylessMetrics {
       collect,
     });
     this.failures = new Counter({
-      name: 'hsm_gateway_keyless_sign_failures_total',
+      name: 'hsmgw_keyless_sign_failures_total',
       help: 'Keyless signatures that failed the handshake, by reason (timeout, signer_error, worker_dead, no_signer, signer_thread, unsupported, bad_signature)',
       labelNames: ['key', 'reason'],
       registers: [this.registry],
       collect,
     });
     this.workerExits = new Counter({
-      name: 'hsm_gateway_keyless_signer_worker_exits_total',
+      name: 'hsmgw_keyless_signer_worker_exits_total',
       help: 'Signer worker threads that stopped unexpectedly (each is restarted)',
       labelNames: ['reason'],
       registers: [this.registry],

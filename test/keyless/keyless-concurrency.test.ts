@@ -22,7 +22,7 @@ test(`${HANDSHAKES} concurrent handshakes through one process complete`, async (
     assert.deepEqual(failed.map((result) => result.error?.message), []);
     assert.deepEqual(server.clientErrors, []);
     const text = await bridge.metrics.registry.metrics();
-    const count = (key: string): number => Number(new RegExp(`hsm_gateway_keyless_remote_signs_total\\{key="${key}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+    const count = (key: string): number => Number(new RegExp(`hsmgw_keyless_remote_signs_total\\{key="${key}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
     assert.equal(count('ec256') + count('rsa2048'), HANDSHAKES);
     console.log(`# ${HANDSHAKES} keyless handshakes in ${Date.now() - started} ms (test signer spawns openssl per signature)`);
   } finally {

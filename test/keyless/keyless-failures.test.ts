@@ -107,9 +107,9 @@ describe('keyless failures', () => {
   test('failures are counted by reason', async () => {
     const text = await bridge.metrics.registry.metrics();
     for (const [key, reason] of [['hang', 'timeout'], ['slow', 'timeout'], ['error', 'signer_error'], ['exit', 'worker_dead'], ['oversize', 'bad_signature'], ['good', 'no_signer']]) {
-      assert.match(text, new RegExp(`hsm_gateway_keyless_sign_failures_total\\{key="${key}",reason="${reason}"\\} 1`));
+      assert.match(text, new RegExp(`hsmgw_keyless_sign_failures_total\\{key="${key}",reason="${reason}"\\} 1`));
     }
-    assert.match(text, /hsm_gateway_keyless_signer_worker_exits_total\{reason="exit"\} 1/);
+    assert.match(text, /hsmgw_keyless_signer_worker_exits_total\{reason="exit"\} 1/);
   });
 });
 

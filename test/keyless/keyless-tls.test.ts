@@ -122,8 +122,8 @@ describe('keyless TLS server', () => {
 
   test('metrics count the remote signatures', async () => {
     const text = await bridge.metrics.registry.metrics();
-    assert.match(text, /hsm_gateway_keyless_remote_signs_total\{key="rsa3072"\} [1-9]/);
-    assert.match(text, /hsm_gateway_keyless_sign_duration_seconds_count\{key="ec256",result="ok"\} [1-9]/);
+    assert.match(text, /hsmgw_keyless_remote_signs_total\{key="rsa3072"\} [1-9]/);
+    assert.match(text, /hsmgw_keyless_sign_duration_seconds_count\{key="ec256",result="ok"\} [1-9]/);
   });
 });
 

@@ -43,25 +43,13 @@ export function metricFamily(name: string, families: Map<string, string>): strin
   return undefined;
 }
 
-/**
- * Metric names the gateway is about to export but a live scrape may not show yet. Each entry is
- * accepted as "pending" ONLY while it is missing from the scrape; once present it is checked like
- * any other name. hsmgw_rate_limited_total: the per-identity rate limit's counter, landed with
- * the rate limiter (server/observability/metrics.ts); kept here so a checkout of the deploy files
- * ahead of it still tests green, with the pending name reported.
- */
-export const PENDING_METRICS: ReadonlySet<string> = new Set(['hsmgw_rate_limited_total']);
-
-/** Names in `exprs` that the gateway does not export: [expr, name] pairs. Pending names are reported separately. */
-export function unknownMetricNames(exprs: string[], families: Map<string, string>, allowed: ReadonlySet<string> = new Set()): { unknown: Array<[string, string]>; pending: string[] } {
+/** Names in `exprs` that the gateway does not export, as [expr, name] pairs. */
+export function unknownMetricNames(exprs: string[], families: Map<string, string>, allowed: ReadonlySet<string> = new Set()): Array<[string, string]> {
   const unknown: Array<[string, string]> = [];
-  const pending = new Set<string>();
   for (const expr of exprs) {
     for (const name of promqlMetricNames(expr)) {
-      if (allowed.has(name) || metricFamily(name, families)) continue;
-      if (PENDING_METRICS.has(name)) pending.add(name);
-      else unknown.push([expr, name]);
+      if (!allowed.has(name) && !metricFamily(name, families)) unknown.push([expr, name]);
     }
   }
-  return { unknown, pending: [...pending] };
+  return unknown;
 }

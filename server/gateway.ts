@@ -5,7 +5,6 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { SignerService } from '../proto/generated/hsmgateway/v1/signer';
 import * as fs from 'node:fs';
 import { AccessPolicy, AccessPolicyHolder } from './auth/access-policy';
 import { IdentityCache } from './auth/peer-identity';
@@ -18,7 +17,10 @@ import { GatewayMetrics } from './observability/metrics';
 import { Hsm, type HsmObserver } from './pkcs11/hsm';
 import { SignPipeline } from './rpc/sign-pipeline';
 import { createSignerService } from './rpc/signer-service';
+import { TolerantSignerService } from './rpc/tolerant-service-definition';
 import { loadTlsMaterial, ReloadableServerCredentials } from './tls/server-credentials';
+import { applyConnectionLimit } from './tls/connection-limit';
+import { SignStreamRegistry } from './rpc/sign-stream';
 
 const SIGNER_SERVICE_NAME = 'hsmgateway.v1.Signer';
 export const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
@@ -67,6 +69,7 @@ export class Gateway {
     private config: GatewayConfig,
     private readonly options: GatewayStartOptions,
     private readonly policy: AccessPolicyHolder,
+    private readonly streams: SignStreamRegistry,
     private readonly logger: Logger,
     readonly hsm: Hsm,
     readonly metrics: GatewayMetrics,
@@ -96,7 +99,7 @@ export class Gateway {
 
     const material = loadTlsMaterial(config.tls);
     metrics.serverCertificateExpiry(material.notAfter.getTime() / 1000);
-    const credentials = new ReloadableServerCredentials(material);
+    const credentials = new ReloadableServerCredentials(material, config.limits.handshakeTimeoutMs);
 
     const server = new grpc.Server({
       'grpc.max_receive_message_length': config.limits.maxReceiveMessageBytes,
@@ -109,8 +112,9 @@ export class Gateway {
     });
     const policy = new AccessPolicyHolder(new AccessPolicy(config.authorization.rules));
     const pipeline = new SignPipeline(hsm, policy, config.limits, metrics, logger, config.logging.audit);
-    server.addService(SignerService, createSignerService({
-      hsm, policy, identities: new IdentityCache(), pipeline, limits: config.limits, metrics,
+    const streams = new SignStreamRegistry();
+    server.addService(TolerantSignerService, createSignerService({
+      hsm, policy, streams, identities: new IdentityCache(), pipeline, limits: config.limits, metrics,
     }));
     health.addToServer(server);
     const definition = protoLoader.loadSync(path.join(PROTO_ROOT, 'hsmgateway', 'v1', 'signer.proto'), { includeDirs: [PROTO_ROOT] });
@@ -121,6 +125,9 @@ export class Gateway {
       const host = grpcAddr.host.includes(':') ? `[${grpcAddr.host}]` : grpcAddr.host;
       server.bindAsync(`${host}:${grpcAddr.port}`, credentials, (err, port) => (err ? reject(new Error(`listen.grpc: cannot listen on ${config.listen.grpc}: ${err.message}`)) : resolve(port)));
     });
+    if (!applyConnectionLimit(server, config.limits.maxConnections)) {
+      logger.warn('limits.maxConnections cannot be enforced with this grpc-js version', { maxConnections: config.limits.maxConnections });
+    }
     setServing(hsm.ready);
 
     const ops = createOpsServer(metrics.registry, hsm, logger);
@@ -131,7 +138,7 @@ export class Gateway {
     });
     const httpPort = (ops.address() as AddressInfo).port;
     logger.info('gateway listening', { grpc: `${grpcAddr.host}:${grpcPort}`, http: `${httpAddr.host}:${httpPort}` });
-    const gateway = new Gateway(config, options, policy, logger, hsm, metrics, server, health, credentials, ops, grpcPort, httpPort);
+    const gateway = new Gateway(config, options, policy, streams, logger, hsm, metrics, server, health, credentials, ops, grpcPort, httpPort);
     gateway.watchFiles();
     return gateway;
   }
@@ -214,6 +221,9 @@ export class Gateway {
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SIGNER_SERVICE_NAME, 'NOT_SERVING');
     this.logger.info('shutting down', { graceMs: grace });
+    // Long-lived SignStreams would hold tryShutdown until the grace period ends: finish their
+    // in-flight items, refuse new ones with UNAVAILABLE (clients fail over), then end them.
+    this.streams.drainAll();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.logger.warn('grace period over; cancelling remaining calls');

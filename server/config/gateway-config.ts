@@ -101,6 +101,10 @@ export interface LimitsConfig {
   requestTimeoutMs: number;
   /** Concurrent gRPC streams per HTTP/2 connection. */
   maxConcurrentStreams: number;
+  /** TCP connections to the gRPC port; more are dropped at accept. */
+  maxConnections: number;
+  /** A TLS handshake not finished within this is dropped (slow or stalled clients). */
+  handshakeTimeoutMs: number;
 }
 
 export interface LoggingConfig {

@@ -152,7 +152,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
   const tls = root.object('tls');
   tls.rejectUnknown(['cert', 'key', 'clientCa']);
   const limits = root.object('limits');
-  limits.rejectUnknown(['maxInFlight', 'maxStreamInFlight', 'maxMessageBytes', 'maxReceiveMessageBytes', 'requestTimeoutMs', 'maxConcurrentStreams']);
+  limits.rejectUnknown(['maxInFlight', 'maxStreamInFlight', 'maxMessageBytes', 'maxReceiveMessageBytes', 'requestTimeoutMs', 'maxConcurrentStreams', 'maxConnections', 'handshakeTimeoutMs']);
   const maxMessageBytes = limits.integer('maxMessageBytes', 64 * 1024, 1, 16 * 1024 * 1024);
   const logging = root.object('logging');
   logging.rejectUnknown(['level', 'audit']);
@@ -195,6 +195,8 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
       maxReceiveMessageBytes: limits.integer('maxReceiveMessageBytes', maxMessageBytes + 4096, maxMessageBytes + 64),
       requestTimeoutMs: limits.integer('requestTimeoutMs', 5000, 1),
       maxConcurrentStreams: limits.integer('maxConcurrentStreams', 1000, 1),
+      maxConnections: limits.integer('maxConnections', 10_000, 1),
+      handshakeTimeoutMs: limits.integer('handshakeTimeoutMs', 10_000, 100),
     },
     logging: {
       level: logging.oneOf<LogLevel>('level', ['debug', 'info', 'warn', 'error'], 'info'),

@@ -1,6 +1,7 @@
 import * as genericPool from 'generic-pool';
 import type { SessionPoolConfig } from '../config/gateway-config';
-import { HsmBusyError } from './hsm-errors';
+import { ckrName } from './ckr';
+import { HsmBusyError, HsmUnavailableError } from './hsm-errors';
 
 export interface PooledSession {
   handle: Buffer;
@@ -28,6 +29,7 @@ export class SessionPool {
   private readonly pool: genericPool.Pool<PooledSession>;
   private createFailures = 0;
   private nextCreateAt = 0;
+  private lastCreateError = '';
 
   constructor(
     factory: SessionFactory,
@@ -44,6 +46,7 @@ export class SessionPool {
         return { handle, lastUsedAt: performance.now() };
       } catch (err) {
         this.createFailures++;
+        this.lastCreateError = ckrName(err) ?? (err as Error).message;
         this.nextCreateAt = performance.now() + Math.min(backoff.initial * 2 ** (this.createFailures - 1), backoff.max);
         onCreateError(err);
         await sleep(0);
@@ -68,6 +71,10 @@ export class SessionPool {
     try {
       return await this.pool.acquire();
     } catch (err) {
+      if (err instanceof Error && err.name === 'TimeoutError' && this.createFailures > 0) {
+        // generic-pool hides create() failures from acquire(): say what is really wrong.
+        throw new HsmUnavailableError(`cannot open a PKCS#11 session: ${this.lastCreateError} (retrying with backoff)`);
+      }
       if (err instanceof Error && err.name === 'TimeoutError') {
         throw new HsmBusyError(`no HSM session became free within ${this.config.acquireTimeoutMs} ms (pool max ${this.config.max})`);
       }

@@ -8,6 +8,7 @@ import type { Hsm } from '../pkcs11/hsm';
 import { algorithmLabel, algorithmSpec } from '../signing/algorithms';
 import { GatewayError, STATUS_NAMES, toGatewayError } from './gateway-error';
 import { checkAlgorithmFitsKey, checkKeyName, signInput } from './sign-request-validation';
+import { isMalformed } from './tolerant-service-definition';
 
 export interface SignContext {
   identity: string;
@@ -51,6 +52,7 @@ export class SignPipeline {
         this.metrics.rateLimited(ctx.identity);
         throw new GatewayError(status.RESOURCE_EXHAUSTED, `rate limit of ${rate.limit.perSecond}/s (burst ${rate.limit.burst}) exceeded for "${ctx.identity}"; retry after ${rate.retryAfterMs} ms`);
       }
+      if (isMalformed(req)) throw new GatewayError(status.INVALID_ARGUMENT, `not a valid hsmgateway.v1.SignRequest: ${req.malformed}`);
       checkKeyName(req.key);
       const grant = authorizer.grant(ctx.identity, req.key);
       if (!grant) {

@@ -15,6 +15,9 @@ export class SignStreamSession {
   private inFlight = 0;
   private clientDone = false;
   private closed = false;
+  private draining = false;
+  /** Called once when the call is over, however it ended. */
+  onClosed: () => void = () => undefined;
 
   constructor(
     private readonly call: ServerDuplexStream<SignRequest, SignResponse>,
@@ -29,11 +32,27 @@ export class SignStreamSession {
       this.clientDone = true;
       this.maybeEnd();
     });
-    this.call.on('cancelled', () => { this.closed = true; });
-    this.call.on('error', () => { this.closed = true; });
+    this.call.on('cancelled', () => this.markClosed());
+    this.call.on('error', () => this.markClosed());
+  }
+
+  private markClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClosed();
+  }
+
+  /** Shutdown: answer what is in flight, refuse new items with UNAVAILABLE, then end the stream. */
+  drain(): void {
+    this.draining = true;
+    this.maybeEnd();
   }
 
   private onRequest(req: SignRequest): void {
+    if (this.draining) {
+      this.write(SignResponse.create({ requestId: req.requestId, errorCode: status.UNAVAILABLE, errorMessage: 'gateway shutting down; retry on another endpoint' }));
+      return;
+    }
     if (this.inFlight >= this.limits.maxStreamInFlight) {
       this.write(SignResponse.create({
         requestId: req.requestId,
@@ -63,9 +82,31 @@ export class SignStreamSession {
   }
 
   private maybeEnd(): void {
-    if (this.clientDone && this.inFlight === 0 && !this.closed) {
-      this.closed = true;
+    if ((this.clientDone || this.draining) && this.inFlight === 0 && !this.closed) {
+      this.markClosed();
       this.call.end();
     }
+  }
+}
+
+/** The open SignStreams, so that shutdown can drain them. */
+export class SignStreamRegistry {
+  private readonly sessions = new Set<SignStreamSession>();
+  private draining = false;
+
+  add(session: SignStreamSession): void {
+    this.sessions.add(session);
+    session.onClosed = () => this.sessions.delete(session);
+    session.start();
+    if (this.draining) session.drain();
+  }
+
+  drainAll(): void {
+    this.draining = true;
+    for (const s of this.sessions) s.drain();
+  }
+
+  get size(): number {
+    return this.sessions.size;
   }
 }

@@ -14,7 +14,7 @@ import { deadlineOf } from './deadline';
 import { GatewayError, toGatewayError } from './gateway-error';
 import type { SignPipeline } from './sign-pipeline';
 import { checkKeyName } from './sign-request-validation';
-import { SignStreamSession } from './sign-stream';
+import { SignStreamSession, type SignStreamRegistry } from './sign-stream';
 
 export interface SignerServiceDeps {
   hsm: Hsm;
@@ -23,6 +23,7 @@ export interface SignerServiceDeps {
   pipeline: SignPipeline;
   limits: LimitsConfig;
   metrics: GatewayMetrics;
+  streams: SignStreamRegistry;
 }
 
 function keyInfo(key: ResolvedKey, grant: KeyGrant): KeyInfo {
@@ -38,7 +39,7 @@ function keyInfo(key: ResolvedKey, grant: KeyGrant): KeyInfo {
 }
 
 export function createSignerService(deps: SignerServiceDeps): SignerServer {
-  const { hsm, policy, identities, pipeline, limits, metrics } = deps;
+  const { hsm, policy, identities, pipeline, limits, metrics, streams } = deps;
 
   const fail = <T>(callback: sendUnaryData<T>, err: unknown): void => {
     const e = toGatewayError(err);
@@ -71,7 +72,7 @@ export function createSignerService(deps: SignerServiceDeps): SignerServer {
         call.emit('error', { code: e.code, details: e.message });
         return;
       }
-      new SignStreamSession(call, identity, pipeline, limits).start();
+      streams.add(new SignStreamSession(call, identity, pipeline, limits));
     },
 
     getKey(call: ServerUnaryCall<GetKeyRequest, KeyInfo>, callback: sendUnaryData<KeyInfo>): void {

@@ -47,8 +47,8 @@ export function loadTlsMaterial(config: TlsConfig): LoadedTlsMaterial {
  * client CA, and replaceable while the server runs (existing connections keep their context).
  */
 export class ReloadableServerCredentials extends ServerCredentials {
-  constructor(material: LoadedTlsMaterial) {
-    super({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, material.options);
+  constructor(material: LoadedTlsMaterial, handshakeTimeoutMs: number) {
+    super({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', handshakeTimeout: handshakeTimeoutMs }, material.options);
   }
 
   /** Swaps in new material for new connections. */

@@ -14,15 +14,16 @@ const waitFor = async (what: string, check: () => boolean | Promise<boolean>, ms
   assert.fail(`timed out waiting for ${what}`);
 };
 
+const faults = new FaultController();
+after(() => faults.dispose());
+
 describe('HSM unavailable', () => {
-  const faults = new FaultController();
   let gw: TestGateway;
   before(async () => {
     gw = await startFaultyGateway(faults, { pkcs11: { healthCheckIntervalMs: 100, reconnectBackoffMs: { initial: 50, max: 200 } } });
   });
   after(async () => {
     await gw.stop();
-    faults.dispose();
   });
 
   it('device removed: UNAVAILABLE, readiness 503; back to serving by itself when the device returns', async () => {
@@ -45,7 +46,9 @@ describe('HSM unavailable', () => {
 
 describe('graceful shutdown', () => {
   it('requests in flight when shutdown starts finish within the grace period', async () => {
-    const faults = new FaultController();
+    faults.clear();
+    faults.trace('C_Sign');
+    faults.clearTrace();
     const gw = await startFaultyGateway(faults, { shutdown: { graceMs: 5000 } });
     try {
       faults.delay('C_Sign', 300);
@@ -56,10 +59,11 @@ describe('graceful shutdown', () => {
       const results = await Promise.allSettled(inFlight);
       await stopped;
       assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+      const signs = faults.readTrace().filter((e) => e.fn === 'C_Sign');
+      assert.equal(signs.length, 4, 'the four slow signatures really ran');
       assert.equal(gw.gateway.hsm.state, 'closed');
     } finally {
       await gw.stop();
-      faults.dispose();
     }
   });
 });

@@ -1,0 +1,51 @@
+/**
+ * Smoke check of the benchmark suite: `bench/run.js --quick --only sign` runs end to end and
+ * writes a report of the expected shape. Structure only: no timing is asserted.
+ */
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+
+const RUN = path.resolve(__dirname, '..', '..', 'bench', 'run.js');
+
+test('npm run bench -- --quick writes a report with every sign-path cell and the targets', { timeout: 120_000 }, () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-smoke-'));
+  try {
+    const env = { ...process.env };
+    // Reuse the test fixture when the test runner prepared one (no key generation here).
+    if (env.HSMGW_TEST_STATE_DIR) env.HSMGW_BENCH_STATE_DIR = env.HSMGW_TEST_STATE_DIR;
+    const run = spawnSync(process.execPath, [RUN, '--quick', '--only', 'sign', '--out', out], { env, encoding: 'utf8', timeout: 110_000 });
+    assert.equal(run.status, 0, `bench failed:\n${run.stderr}`);
+    assert.match(run.stdout, /## Sign path/);
+    assert.match(run.stdout, /## Targets/);
+
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
+    assert.equal(report.mode, 'quick');
+    assert.equal(typeof report.machine.nproc, 'number');
+    const cells = report.sign.cells as Array<{ key: string; side: string; variant: string; concurrency: number; samples: Array<Record<string, number>> }>;
+    for (const key of ['ecdsa-p256', 'rsa-2048']) {
+      for (const variant of ['sync', 'async']) assert.ok(cells.some((c) => c.key === key && c.side === 'in-process' && c.variant === variant), `${key} in-process ${variant}`);
+      for (const variant of ['unary', 'stream']) {
+        for (const concurrency of [1, 64]) assert.ok(cells.some((c) => c.key === key && c.side === 'gateway' && c.variant === variant && c.concurrency === concurrency), `${key} ${variant}@${concurrency}`);
+      }
+    }
+    for (const c of cells) {
+      assert.ok(c.samples.length >= 1);
+      for (const s of c.samples) {
+        assert.equal(s.errors, 0, `${c.key} ${c.side} ${c.variant}@${c.concurrency}: errors`);
+        assert.ok(s.ops > 0, `${c.key} ${c.side} ${c.variant}@${c.concurrency}: no operations`);
+        for (const field of ['opsPerSec', 'p50Micros', 'p99Micros', 'clientCpuMicrosPerOp']) assert.equal(typeof s[field], 'number', field);
+        if (c.side !== 'in-process') assert.equal(typeof s.gatewayCpuMicrosPerOp, 'number');
+      }
+    }
+    assert.equal(report.sign.derived.length, 2);
+    assert.ok(report.sign.soak.rssSamples.length >= 1);
+    assert.ok(report.targets.length >= 8);
+    for (const t of report.targets) assert.ok(t.met === true || t.met === false || t.met === undefined, t.name);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});

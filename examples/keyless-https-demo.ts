@@ -15,6 +15,8 @@ import { defaultStateDir } from '../server/bootstrap/embedded-default';
 
 const GATEWAY = { host: '127.0.0.1', port: 8443 };
 const DEMO_PORT = Number(process.env.DEMO_PORT ?? 8444);
+/** 127.0.0.1 by default; a container sets DEMO_HOST=0.0.0.0 to publish the port. */
+const DEMO_HOST = process.env.DEMO_HOST ?? '127.0.0.1';
 
 function gatewayAnswers(): Promise<boolean> {
   return new Promise((resolve) => {
@@ -61,7 +63,7 @@ async function main(): Promise<void> {
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(`hello from a keyless ${keyName} server: the private key never left the HSM\n`);
   });
-  await new Promise<void>((resolve) => server.listen(DEMO_PORT, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(DEMO_PORT, DEMO_HOST, resolve));
   const certFile = path.join(defaultStateDir(), `${keyName}-chain.pem`);
   fs.writeFileSync(certFile, credentials.cert);
   console.log(`demo: HTTPS on https://localhost:${DEMO_PORT}/ with the token's ${keyName} certificate and a keyless key.`);

@@ -1,11 +1,12 @@
 // `hsm-gateway csr`, `cert self-sign` (signed by HSM keys through a running gateway) and
 // `cert install` (direct PKCS#11), checked with openssl and with GetKey on the running gateway.
 import assert from 'node:assert/strict';
-import { createPublicKey, webcrypto, X509Certificate } from 'node:crypto';
+import { constants, createPublicKey, verify, webcrypto, X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { GatewayClient } from '../../client/gateway-client';
+import { GatewaySigner } from '../../client/index';
 import * as x509 from '../../client/x509/x509-library';
 import {
   cli, cliJson, createLifecycleState, createOpensslCa, devClient, listTokenObjects, removeState, run, startGatewayProcess, writeGatewayConfig,
@@ -180,6 +181,67 @@ describe('csr, cert self-sign and cert install', () => {
 
     assert.equal(await listTokenObjects(state, 'cert'), before, 'no certificate object was added or removed');
     assert.deepEqual(await cliJson<TokenKeyJson[]>(state, ['key', 'list']), beforeKeys);
+  });
+});
+
+describe('GatewaySigner (library): sign(data), JWS/JWT and a WebCrypto-shaped key, through a real gateway', () => {
+  let state: LifecycleState;
+  let gateway: GatewayProcess;
+  let client: GatewayClient;
+
+  before(async () => {
+    state = await createLifecycleState('signer');
+    gateway = await startGatewayProcess(state, writeGatewayConfig(state, 'gateway.yaml', []));
+    client = devClient(state, gateway.endpoint);
+  });
+  after(async () => {
+    client?.close();
+    await gateway?.stop();
+    removeState(state);
+  });
+
+  test('sign(data) verifies with node:crypto: ECDSA (DER and r||s), RSA PKCS#1 v1.5 and PSS; data of any size', async () => {
+    const data = Buffer.alloc(1024 * 1024, 7); // beyond the gateway's message cap: hashed here, only the digest travels
+    const ec = await GatewaySigner.create(client, 'dev-ec');
+    assert.equal(ec.algorithm, 'ECDSA_SHA256');
+    assert.equal(ec.jwsAlgorithm, 'ES256');
+    assert.ok(verify('sha256', data, ec.publicKey, await ec.sign(data)));
+    const raw = await ec.sign(data, { dsaEncoding: 'ieee-p1363' });
+    assert.equal(raw.length, 64);
+    assert.ok(verify('sha256', data, { key: ec.publicKey, dsaEncoding: 'ieee-p1363' }, raw));
+
+    const rsa = await GatewaySigner.create(client, 'dev-rsa', { hash: 'SHA-384' });
+    assert.equal(rsa.jwsAlgorithm, 'RS384');
+    assert.ok(verify('sha384', data, { key: rsa.publicKey, padding: constants.RSA_PKCS1_PADDING }, await rsa.sign(data)));
+    const pss = await GatewaySigner.create(client, 'dev-rsa', { rsaPadding: 'pss' });
+    assert.equal(pss.jwsAlgorithm, 'PS256');
+    assert.ok(verify('sha256', data, { key: pss.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, await pss.sign(data)));
+  });
+
+  test('signJwt produces a compact JWS that node:crypto verifies (ES256 and RS256)', async () => {
+    for (const [key, hash, options] of [['dev-ec', 'sha256', {}], ['dev-rsa', 'sha256', { padding: constants.RSA_PKCS1_PADDING }]] as const) {
+      const signer = await GatewaySigner.create(client, key);
+      const token = await signer.signJwt({ sub: 'service-a', iat: 1_700_000_000 }, { kid: key });
+      const [h, p, sig] = token.split('.');
+      assert.deepEqual(JSON.parse(Buffer.from(h, 'base64url').toString()), { alg: signer.jwsAlgorithm, typ: 'JWT', kid: key });
+      assert.deepEqual(JSON.parse(Buffer.from(p, 'base64url').toString()), { sub: 'service-a', iat: 1_700_000_000 });
+      assert.ok(verify(hash, Buffer.from(`${h}.${p}`), { key: signer.publicKey, dsaEncoding: 'ieee-p1363', ...options }, Buffer.from(sig, 'base64url')), key);
+    }
+  });
+
+  test('cryptoKey + crypto.subtle.sign behave like WebCrypto; node WebCrypto verifies the result', async () => {
+    const signer = await GatewaySigner.create(client, 'dev-ec');
+    assert.equal(signer.cryptoKey.type, 'private');
+    assert.equal(signer.cryptoKey.extractable, false);
+    assert.deepEqual(signer.cryptoKey.usages, ['sign']);
+    const data = Buffer.from('webcrypto shaped');
+    const signature = await signer.crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, signer.cryptoKey as unknown as webcrypto.CryptoKey, data);
+    const publicKey = await webcrypto.subtle.importKey('spki', signer.spki, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['verify']);
+    assert.ok(await webcrypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, publicKey, signature, data));
+  });
+
+  test('a key this client may not use is refused with the gateway code', async () => {
+    await assert.rejects(GatewaySigner.create(client, 'no-such-key'), { name: 'GatewayClientError', codeName: 'PERMISSION_DENIED' });
   });
 });
 

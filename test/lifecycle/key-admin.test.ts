@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import {
-  cli, cliJson, createLifecycleState, listTokenObjects, objectBlock, removeState, type LifecycleState,
+  cli, cliInProcess, cliJson, createLifecycleState, listTokenObjects, objectBlock, removeState, type LifecycleState,
 } from './support/lifecycle-kit';
 
 interface GeneratedKey {
@@ -119,12 +119,13 @@ describe('key generate / key list (direct PKCS#11)', () => {
       ['key'],
       ['cert', 'install', '--name', 'x'],
     ];
-    const results = await Promise.all(usage.map((args) => cli(state, [...args, '--json'])));
+    const results = [];
+    for (const args of usage) results.push(await cliInProcess([...args, '--json']));
     results.forEach((r, i) => {
       assert.equal(r.code, 2, `${usage[i].join(' ')}: ${r.stderr}`);
       assert.equal((JSON.parse(r.stdout) as { reason: string }).reason, 'usage', usage[i].join(' '));
     });
-    const noConfig = await cli(state, ['key', 'list', '--config', path.join(state.dir, 'missing.yaml')]);
+    const noConfig = await cliInProcess(['key', 'list', '--config', path.join(state.dir, 'missing.yaml')]);
     assert.equal(noConfig.code, 2);
     assert.match(noConfig.stderr, /missing\.yaml does not exist: pass --config/);
 
@@ -145,14 +146,15 @@ describe('key generate / key list (direct PKCS#11)', () => {
 
   test('every lifecycle command has --help (exit 0)', async () => {
     const commands = [['key', '--help'], ['key', 'generate', '--help'], ['key', 'list', '--help'], ['cert', '--help'], ['cert', 'install', '--help'], ['cert', 'self-sign', '--help'], ['csr', '--help']];
-    const results = await Promise.all(commands.map((args) => cli(state, args)));
+    const results = [];
+    for (const args of commands) results.push(await cliInProcess(args));
     results.forEach((r, i) => {
       const args = commands[i].join(' ');
       assert.equal(r.code, 0, args);
       assert.match(r.stdout, /^Usage: hsm-gateway /, args);
       assert.match(r.stdout, /Exit codes: 0 ok/, args);
     });
-    const top = await cli(state, ['--help']);
+    const top = await cliInProcess(['--help']);
     assert.match(top.stdout, /\n {2}key {5}generate keys in the token/);
   });
 });

@@ -55,6 +55,26 @@ export function cli(state: LifecycleState, args: string[], options: { input?: st
   });
 }
 
+/**
+ * Runs the CLI's main() in this process, capturing its output: for usage errors and --help, which
+ * never reach PKCS#11 or the network (a process per check costs a second of CPU).
+ */
+export async function cliInProcess(args: string[]): Promise<CliResult> {
+  const { main } = await import('../../../server/cli/main.js');
+  let stdout = '';
+  let stderr = '';
+  const out = process.stdout.write.bind(process.stdout);
+  const err = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += chunk.toString(); return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => { stderr += chunk.toString(); return true; }) as typeof process.stderr.write;
+  try {
+    return { code: await main(args), stdout, stderr };
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+}
+
 /** Runs the CLI with --json, expects `code`, and parses stdout. */
 export async function cliJson<T>(state: LifecycleState, args: string[], expectedCode = 0): Promise<T> {
   const r = await cli(state, [...args, '--json']);
@@ -96,10 +116,12 @@ export interface GatewayKeyEntry { name: string; label: string }
  * Writes a gateway config: the embedded default's, listening on ephemeral ports, serving `keys`
  * (plus dev-ec and dev-rsa) to the dev client identity.
  */
-export function writeGatewayConfig(state: LifecycleState, file: string, keys: GatewayKeyEntry[], extra: { logLevel?: string } = {}): string {
+export function writeGatewayConfig(state: LifecycleState, file: string, keys: GatewayKeyEntry[], extra: { logLevel?: string; certificateRefreshMs?: number } = {}): string {
   const doc = parseYaml(fs.readFileSync(state.configFile, 'utf8')) as {
     keys: GatewayKeyEntry[]; authorization: { rules: Array<{ identity: string; keys: string[] }> }; listen: Record<string, string>; logging?: Record<string, unknown>;
+    pkcs11: Record<string, unknown>;
   };
+  if (extra.certificateRefreshMs !== undefined) doc.pkcs11.certificateRefreshMs = extra.certificateRefreshMs;
   const all = [...doc.keys.filter((k) => !keys.some((n) => n.name === k.name)), ...keys];
   doc.keys = all;
   doc.authorization.rules = [{ identity: doc.authorization.rules[0].identity, keys: all.map((k) => k.name) }];
@@ -107,7 +129,9 @@ export function writeGatewayConfig(state: LifecycleState, file: string, keys: Ga
   // info: startGatewayProcess waits for the "gateway listening" line.
   doc.logging = { level: extra.logLevel ?? 'info', audit: false };
   const out = path.join(state.dir, file);
-  fs.writeFileSync(out, toYaml(doc), { mode: 0o600 });
+  // Written whole in one rename, so a gateway watching the file never reads half of it.
+  fs.writeFileSync(`${out}.tmp`, toYaml(doc), { mode: 0o600 });
+  fs.renameSync(`${out}.tmp`, out);
   return out;
 }
 

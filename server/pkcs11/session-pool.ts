@@ -32,7 +32,7 @@ export class SessionPool {
   private lastCreateError = '';
 
   constructor(
-    factory: SessionFactory,
+    private readonly factory: SessionFactory,
     private readonly config: SessionPoolConfig,
     backoff: { initial: number; max: number },
     onCreateError: (err: unknown) => void,
@@ -56,18 +56,28 @@ export class SessionPool {
     this.pool = genericPool.createPool<PooledSession>({
       create,
       destroy: async (s) => { factory.close(s.handle); },
-      validate: async (s) => performance.now() - s.lastUsedAt < config.validateAfterIdleMs || factory.alive(s.handle),
     }, {
       min: config.min,
       max: config.max,
       acquireTimeoutMillis: config.acquireTimeoutMs,
       maxWaitingClients: config.maxWaiting,
-      testOnBorrow: true,
+      // Validation happens in acquire(), synchronously and only for idle sessions: the pool's
+      // own testOnBorrow costs an extra promise round per request.
+      testOnBorrow: false,
       autostart: true,
     });
   }
 
+  /** A session, checked with C_GetSessionInfo first when it sat idle longer than validateAfterIdleMs. */
   async acquire(): Promise<PooledSession> {
+    for (;;) {
+      const session = await this.acquireRaw();
+      if (performance.now() - session.lastUsedAt < this.config.validateAfterIdleMs || this.factory.alive(session.handle)) return session;
+      this.destroy(session);
+    }
+  }
+
+  private async acquireRaw(): Promise<PooledSession> {
     try {
       return await this.pool.acquire();
     } catch (err) {

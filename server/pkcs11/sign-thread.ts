@@ -26,12 +26,14 @@ function run(job: SignJob): SignResult {
     p11.C_SignInit(session, plan.mechanism, asBuffer(job.key));
     const raw = p11.C_Sign(session, plan.input(asBuffer(job.data)), Buffer.alloc(job.rawSignatureLength));
     const hsmNanos = Number(process.hrtime.bigint() - start);
-    return { id: job.id, ok: true, signature: plan.output(raw), hsmNanos };
+    return { id: job.id, ok: true, signature: new Uint8Array(plan.output(raw)), hsmNanos };
   } catch (err) {
     return { id: job.id, ok: false, ckr: ckrName(err), message: (err as Error).message, hsmNanos: Number(process.hrtime.bigint() - start) };
   }
 }
 
 parentPort?.on('message', (job: SignJob) => {
-  parentPort?.postMessage(run(job));
+  const result = run(job);
+  // The signature is an exact-size copy: transfer it instead of cloning.
+  parentPort?.postMessage(result, result.ok ? [result.signature.buffer as ArrayBuffer] : []);
 });

@@ -8,6 +8,7 @@ import {
 } from '../proto/generated/hsmgateway/v1/signer';
 import { GatewayClientError } from './gateway-client-error';
 import { SignStreamChannel } from './sign-stream-channel';
+import { followTlsCredentials, type SecureContextTarget, type TlsCredentialsFollower } from './tls-credentials-follower';
 import { resolveClientOptions, type GatewayClientOptions, type ResolvedClientOptions } from './gateway-client-options';
 
 export type AlgorithmName = Exclude<keyof typeof SignatureAlgorithm, 'UNRECOGNIZED' | 'SIGNATURE_ALGORITHM_UNSPECIFIED'>;
@@ -211,6 +212,15 @@ export class GatewayClient {
     return { key: bridge.keyPem(name, info.publicKey), cert };
   }
 
+  /**
+   * Serves `name` (a key or an alias) on `server` and follows it through rotations: the alias's
+   * concrete key and the token's certificate chain are re-checked every `intervalMs` and swapped
+   * in for new connections when they change.
+   */
+  followTlsCredentials(name: string, server: SecureContextTarget, options: { intervalMs?: number } = {}): Promise<TlsCredentialsFollower> {
+    return followTlsCredentials(this, name, server, options.intervalMs);
+  }
+
   /** Per-process keyless metrics (remote signs, latency, failures) as a prom-client Registry to mount. */
   async keylessMetricsRegistry(): Promise<Registry> {
     return (await this.keylessBridge()).metrics.registry;
@@ -229,6 +239,7 @@ export class GatewayClient {
           keepaliveMs: o.keepaliveMs, serverName: o.serverName,
         } satisfies GatewayClientOptions,
         signTimeoutMs: o.keylessSignTimeoutMs,
+        nonBlocking: o.keylessNonBlocking,
       });
     })();
     this.bridge.catch(() => { this.bridge = undefined; });

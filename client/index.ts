@@ -8,3 +8,4 @@ export { createRemoteCrypto, remoteCryptoKey, type RemoteCryptoKey, type RemoteK
 export type { SubjectAltNames } from './x509/certificates';
 export type { KeylessTlsCredentials, TlsCredentialsOptions } from './gateway-client';
 export { runKeylessCluster, type KeylessClusterOptions } from './keyless-cluster';
+export type { SecureContextTarget, TlsCredentialsFollower } from './tls-credentials-follower';

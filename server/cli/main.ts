@@ -1,11 +1,5 @@
 import { parseArgs } from 'node:util';
 import { GatewayClientError } from '../../client/gateway-client-error';
-import { keysCommand } from './keys-command';
-import { keyCommand } from './key-command';
-import { certCommand } from './cert-command';
-import { csrCommand } from './csr-command';
-import { SERVE_HELP, serveCommand } from './serve-command';
-import { signCommand } from './sign-command';
 
 const HELP = `hsm-gateway: a remote-signing gateway for TLS private keys held in an HSM.
 
@@ -28,7 +22,9 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
+      // Each command loads only its own modules: a client command never pays for the gateway.
       case 'serve': {
+        const { SERVE_HELP, serveCommand } = await import('./serve-command.js');
         const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
         if (values.help) {
           process.stdout.write(`${SERVE_HELP}\n`);
@@ -36,11 +32,11 @@ export async function main(argv: string[]): Promise<number> {
         }
         return await serveCommand(values.config);
       }
-      case 'sign': return await signCommand(rest);
-      case 'keys': return await keysCommand(rest);
-      case 'key': return await keyCommand(rest);
-      case 'cert': return await certCommand(rest);
-      case 'csr': return await csrCommand(rest);
+      case 'sign': return await (await import('./sign-command.js')).signCommand(rest);
+      case 'keys': return await (await import('./keys-command.js')).keysCommand(rest);
+      case 'key': return await (await import('./key-command.js')).keyCommand(rest);
+      case 'cert': return await (await import('./cert-command.js')).certCommand(rest);
+      case 'csr': return await (await import('./csr-command.js')).csrCommand(rest);
       case undefined: case '-h': case '--help': case 'help':
         process.stdout.write(`${HELP}\n`);
         return command === undefined ? 2 : 0;

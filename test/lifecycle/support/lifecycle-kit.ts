@@ -55,24 +55,17 @@ export function cli(state: LifecycleState, args: string[], options: { input?: st
   });
 }
 
-/**
- * Runs the CLI's main() in this process, capturing its output: for usage errors and --help, which
- * never reach PKCS#11 or the network (a process per check costs a second of CPU).
- */
-export async function cliInProcess(args: string[]): Promise<CliResult> {
-  const { main } = await import('../../../server/cli/main.js');
-  let stdout = '';
-  let stderr = '';
-  const out = process.stdout.write.bind(process.stdout);
-  const err = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += chunk.toString(); return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => { stderr += chunk.toString(); return true; }) as typeof process.stderr.write;
-  try {
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    process.stdout.write = out;
-    process.stderr.write = err;
-  }
+/** Runs the CLI with no state directory (usage, --help): a child process, as a user runs it. */
+export function cliInProcess(args: string[]): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 /** Runs the CLI with --json, expects `code`, and parses stdout. */

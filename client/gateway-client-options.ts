@@ -22,6 +22,12 @@ export interface GatewayClientOptions {
   serverName?: string;
   /** Keyless TLS: longest a handshake waits for its remote signature, ms. Default 2000. */
   keylessSignTimeoutMs?: number;
+  /**
+   * Keyless TLS, opt-in: server handshakes pause instead of blocking the event loop while the
+   * gateway signs (docs/NON-BLOCKING.md). Relies on Node internals, checked at start-up (falls
+   * back to blocking with one warning line). Default false.
+   */
+  keylessNonBlocking?: boolean;
 }
 
 export type ResolvedClientOptions = Required<Omit<GatewayClientOptions, 'serverName' | 'ca' | 'cert' | 'key'>> & {
@@ -43,6 +49,12 @@ function positive(name: string, value: number | undefined, fallback: number, min
   return value;
 }
 
+function flag(name: string, value: boolean | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new TypeError(`GatewayClient: option "${name}" must be a boolean`);
+  return value;
+}
+
 export function resolveClientOptions(options: GatewayClientOptions): ResolvedClientOptions {
   if (!Array.isArray(options.endpoints) || options.endpoints.length === 0) throw new TypeError('GatewayClient: option "endpoints" must list at least one host:port');
   for (const e of options.endpoints) {
@@ -59,6 +71,7 @@ export function resolveClientOptions(options: GatewayClientOptions): ResolvedCli
     keepaliveMs: positive('keepaliveMs', options.keepaliveMs, 30_000, 1000),
     keyCacheTtlMs: positive('keyCacheTtlMs', options.keyCacheTtlMs, 60_000, 0),
     keylessSignTimeoutMs: positive('keylessSignTimeoutMs', options.keylessSignTimeoutMs, 2000),
+    keylessNonBlocking: flag('keylessNonBlocking', options.keylessNonBlocking, false),
     serverName: options.serverName,
   };
 }

@@ -12,6 +12,7 @@ export const SIGN_OUTCOMES = [
   'signer_thread',
   'unsupported',
   'bad_signature',
+  'cancelled',
 ] as const;
 export type SignOutcome = (typeof SIGN_OUTCOMES)[number];
 
@@ -23,7 +24,7 @@ export type SignCallback = (requestId: number, keyName: string, algorithm: numbe
 export interface KeylessAddon {
   readonly pemLabel: string;
   readonly providerName: string;
-  createBridge(bridgeId: string, timeoutMs: number): void;
+  createBridge(bridgeId: string, timeoutMs: number, nonBlocking?: boolean): void;
   destroyBridge(bridgeId: string): void;
   /** Worker thread only: creates the threadsafe function that receives sign requests. */
   attachWorker(bridgeId: string, onSign: SignCallback): void;
@@ -33,9 +34,44 @@ export interface KeylessAddon {
   workerAttached(bridgeId: string): boolean;
   completeSign(requestId: number, error: string | null, signature: Uint8Array | null): void;
   drainSamples(): SignSample[];
+  // ---- non-blocking mode (main thread; see nonblocking-hooks.ts) ----
+  /** Creates the main-loop function through which paused handshakes are resumed. */
+  enableNonBlocking(resume: (connId: number) => void): void;
+  /** Around tls_wrap.wrap(): pairs the TLSWrap handle with the SSL created inside it. */
+  beginWrap(): void;
+  /** The connection id of the server SSL created since beginWrap(), or 0. */
+  endWrap(): number;
+  untrack(connId: number): void;
+  /** Switches the connection to async mode; false if it is gone. */
+  arm(connId: number): boolean;
+  /** Cancels and unwinds a paused handshake job (before destroySSL frees the SSL). */
+  release(connId: number): void;
+  nonBlockingStats(): NonBlockingStats;
+  /** A worker-less bridge with a fresh local key that signs only in non-blocking mode. */
+  createSelfCheckBridge(bridgeId: string): { certPem: string; spkiDer: Buffer };
 }
 
-const ADDON_FUNCTIONS = ['createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'workerAttached', 'drainSamples'] as const;
+/** Process-wide counters of the non-blocking mode (native nonblocking.cc). */
+export interface NonBlockingStats {
+  tracked: number;
+  armed: number;
+  asyncConnections: number;
+  notKeyless: number;
+  paused: number;
+  resumed: number;
+  pausedNow: number;
+  cancelled: number;
+  orphaned: number;
+  asyncSigns: number;
+  blockingSigns: number;
+  deferredEvents: number;
+  timeouts: number;
+}
+
+const ADDON_FUNCTIONS = [
+  'createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'workerAttached', 'drainSamples',
+  'enableNonBlocking', 'beginWrap', 'endWrap', 'untrack', 'arm', 'release', 'nonBlockingStats', 'createSelfCheckBridge',
+] as const;
 
 let loaded: KeylessAddon | undefined;
 

@@ -12,6 +12,8 @@ import { loadKeylessAddon, type KeylessAddon } from './keyless-addon';
 import { encodeKeylessKeyPem } from './keyless-key-pem';
 import { KeylessMetrics } from './keyless-metrics';
 import { validateKeylessBridgeOptions, type KeylessBridgeOptions, type ValidatedBridgeOptions } from './keyless-options';
+import { TlsHooks } from './nonblocking-hooks';
+import { nonBlockingSelfCheck } from './nonblocking-self-check';
 import type { BridgeToWorkerMessage, KeylessWorkerData, WorkerToBridgeMessage } from './keyless-worker';
 
 export type { KeylessBridgeOptions } from './keyless-options';
@@ -23,10 +25,37 @@ const RESTART_MAX_MS = 5000;
 const CLOSE_GRACE_MS = 5000;
 
 let processMetrics: KeylessMetrics | undefined;
+let processHooks: TlsHooks | undefined;
+let selfCheck: Promise<string | undefined> | undefined;
+
+function hooksFor(addon: KeylessAddon): TlsHooks {
+  processHooks ??= new TlsHooks(addon);
+  return processHooks;
+}
 
 function metricsFor(addon: KeylessAddon): KeylessMetrics {
-  processMetrics ??= new KeylessMetrics(() => addon.drainSamples());
+  processMetrics ??= new KeylessMetrics(() => addon.drainSamples(), {
+    stats: () => addon.nonBlockingStats(),
+    refusals: () => hooksFor(addon).refusals,
+  });
   return processMetrics;
+}
+
+/**
+ * Runs the non-blocking self-check once per process. True when the mode is usable;
+ * otherwise one warning line and false (the bridge then blocks, as by default).
+ */
+function enableNonBlockingMode(addon: KeylessAddon): Promise<boolean> {
+  selfCheck ??= (async () => {
+    const hooks = hooksFor(addon);
+    const failure = await nonBlockingSelfCheck(addon, hooks);
+    if (failure !== undefined) {
+      hooks.uninstall();
+      console.warn(`hsm-gateway keyless: non-blocking mode unavailable, using the blocking bridge: ${failure}`);
+    }
+    return failure;
+  })();
+  return selfCheck.then((failure) => failure === undefined);
 }
 
 export class KeylessBridge {
@@ -45,6 +74,8 @@ export class KeylessBridge {
   private constructor(
     private readonly addon: KeylessAddon,
     private readonly options: ValidatedBridgeOptions,
+    /** True when server handshakes with this bridge's keys pause instead of blocking (option nonBlocking, self-check passed). */
+    readonly nonBlocking: boolean,
   ) {
     this.metrics = metricsFor(addon);
   }
@@ -53,8 +84,9 @@ export class KeylessBridge {
   static async start(options: KeylessBridgeOptions): Promise<KeylessBridge> {
     const validated = validateKeylessBridgeOptions(options);
     const addon = loadKeylessAddon();
-    const bridge = new KeylessBridge(addon, validated);
-    addon.createBridge(bridge.id, validated.signTimeoutMs);
+    const nonBlocking = validated.nonBlocking && (await enableNonBlockingMode(addon));
+    const bridge = new KeylessBridge(addon, validated, nonBlocking);
+    addon.createBridge(bridge.id, validated.signTimeoutMs, nonBlocking);
     try {
       await bridge.startWorker();
     } catch (error) {

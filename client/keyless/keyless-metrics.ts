@@ -2,9 +2,15 @@
 // The addon records every sign attempt natively (the handshake thread cannot run
 // JavaScript while it waits); samples are drained into prom-client before each
 // scrape and every few seconds.
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-import { SIGN_OUTCOMES, type SignSample } from './keyless-addon';
+import { SIGN_OUTCOMES, type NonBlockingStats, type SignSample } from './keyless-addon';
+
+/** Where the non-blocking mode's counters come from (native stats, JS refusals). */
+export interface NonBlockingSources {
+  stats: () => NonBlockingStats;
+  refusals: () => ReadonlyMap<string, number>;
+}
 
 /** 100 us doubling to ~6.5 s: sized for HSM operations plus a network round trip. */
 const LATENCY_BUCKETS = Array.from({ length: 17 }, (_, i) => 0.0001 * 2 ** i);
@@ -18,8 +24,9 @@ export class KeylessMetrics {
   private readonly signDuration: Histogram<'key' | 'result'>;
   private readonly failures: Counter<'key' | 'reason'>;
   private readonly workerExits: Counter<'reason'>;
+  private readonly counted = new Map<string, number>();
 
-  constructor(private readonly drain: () => SignSample[]) {
+  constructor(private readonly drain: () => SignSample[], nonBlocking?: NonBlockingSources) {
     const collect = (): void => this.collectSamples();
     this.remoteSigns = new Counter({
       name: 'hsmgw_keyless_remote_signs_total',
@@ -38,7 +45,7 @@ export class KeylessMetrics {
     });
     this.failures = new Counter({
       name: 'hsmgw_keyless_sign_failures_total',
-      help: 'Keyless signatures that failed the handshake, by reason (timeout, signer_error, worker_dead, no_signer, signer_thread, unsupported, bad_signature)',
+      help: 'Keyless signatures that failed the handshake, by reason (timeout, signer_error, worker_dead, no_signer, signer_thread, unsupported, bad_signature, cancelled)',
       labelNames: ['key', 'reason'],
       registers: [this.registry],
       collect,
@@ -50,6 +57,65 @@ export class KeylessMetrics {
       registers: [this.registry],
     });
     setInterval(collect, DRAIN_INTERVAL_MS).unref();
+    if (nonBlocking !== undefined) this.declareNonBlocking(nonBlocking);
+  }
+
+  /** Counters of the non-blocking mode; read from their sources on each scrape. */
+  private declareNonBlocking(sources: NonBlockingSources): void {
+    // Native counters only grow: each scrape adds what is new since the last one.
+    const add = (counter: Counter<string>, name: string, value: number, labels: Record<string, string> = {}): void => {
+      const key = `${name}/${JSON.stringify(labels)}`;
+      const delta = value - (this.counted.get(key) ?? 0);
+      this.counted.set(key, value);
+      counter.inc(labels, delta > 0 ? delta : 0);
+    };
+    const paused: Counter<string> = new Counter({
+      name: 'hsmgw_keyless_async_jobs_paused_total',
+      help: 'Handshake jobs paused while their remote signature was in flight (non-blocking mode; the event loop kept running)',
+      registers: [this.registry],
+      collect: () => add(paused, 'paused', sources.stats().paused),
+    });
+    const resumed: Counter<string> = new Counter({
+      name: 'hsmgw_keyless_async_jobs_resumed_total',
+      help: 'Paused handshake jobs resumed from the main loop with their answer, error or timeout',
+      registers: [this.registry],
+      collect: () => add(resumed, 'resumed', sources.stats().resumed),
+    });
+    const cancelled: Counter<string> = new Counter({
+      name: 'hsmgw_keyless_async_jobs_cancelled_total',
+      help: 'Paused handshake jobs unwound because their connection was destroyed before the answer',
+      registers: [this.registry],
+      collect: () => add(cancelled, 'cancelled', sources.stats().cancelled),
+    });
+    new Gauge({
+      name: 'hsmgw_keyless_async_jobs_paused',
+      help: 'Handshake jobs paused right now, waiting for a remote signature',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.stats().pausedNow);
+      },
+    });
+    const signatures: Counter<string> = new Counter({
+      name: 'hsmgw_keyless_nonblocking_signatures_total',
+      help: 'Signatures with keys of non-blocking bridges, by mode: async (handshake paused) or blocking (fallback: ' +
+        'client connections, renegotiation, connections kept blocking by a guard)',
+      labelNames: ['mode'],
+      registers: [this.registry],
+      collect: () => {
+        const stats = sources.stats();
+        add(signatures, 'signatures', stats.asyncSigns, { mode: 'async' });
+        add(signatures, 'signatures', stats.blockingSigns, { mode: 'blocking' });
+      },
+    });
+    const refused: Counter<string> = new Counter({
+      name: 'hsmgw_keyless_nonblocking_refused_connections_total',
+      help: 'Server connections kept blocking by a guard, by reason (alpn_callback, psk_callback, internals_missing)',
+      labelNames: ['reason'],
+      registers: [this.registry],
+      collect: () => {
+        for (const [reason, count] of sources.refusals()) add(refused, 'refused', count, { reason });
+      },
+    });
   }
 
   recordWorkerExit(reason: string): void {

@@ -8,12 +8,19 @@ export interface KeylessBridgeOptions {
   signerOptions?: unknown;
   /** Longest a handshake waits for one remote signature. Default 2000 ms. */
   signTimeoutMs?: number;
+  /**
+   * Opt-in: server handshakes do not block the event loop while the remote signature
+   * is in flight (docs/NON-BLOCKING.md). Relies on Node internals; checked at start-up,
+   * with a fallback to the blocking bridge and one warning line. Default false.
+   */
+  nonBlocking?: boolean;
 }
 
 export interface ValidatedBridgeOptions {
   signerModule: string;
   signerOptions: unknown;
   signTimeoutMs: number;
+  nonBlocking: boolean;
 }
 
 export const DEFAULT_SIGN_TIMEOUT_MS = 2000;
@@ -21,17 +28,18 @@ const MAX_SIGN_TIMEOUT_MS = 600_000;
 
 export function validateKeylessBridgeOptions(options: KeylessBridgeOptions): ValidatedBridgeOptions {
   if (typeof options !== 'object' || options === null) throw new TypeError('KeylessBridge options must be an object');
-  const { signerModule, signerOptions, signTimeoutMs = DEFAULT_SIGN_TIMEOUT_MS } = options;
+  const { signerModule, signerOptions, signTimeoutMs = DEFAULT_SIGN_TIMEOUT_MS, nonBlocking = false } = options;
   if (typeof signerModule !== 'string' || !path.isAbsolute(signerModule)) {
     throw new TypeError('KeylessBridge option signerModule must be an absolute path to a .js module');
   }
   if (!Number.isInteger(signTimeoutMs) || signTimeoutMs < 1 || signTimeoutMs > MAX_SIGN_TIMEOUT_MS) {
     throw new RangeError(`KeylessBridge option signTimeoutMs must be an integer from 1 to ${MAX_SIGN_TIMEOUT_MS}`);
   }
+  if (typeof nonBlocking !== 'boolean') throw new TypeError('KeylessBridge option nonBlocking must be a boolean');
   try {
     structuredClone(signerOptions);
   } catch (error) {
     throw new TypeError(`KeylessBridge option signerOptions must be structured-cloneable (${error instanceof Error ? error.message : String(error)})`);
   }
-  return { signerModule, signerOptions, signTimeoutMs };
+  return { signerModule, signerOptions, signTimeoutMs, nonBlocking };
 }

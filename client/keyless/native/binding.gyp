@@ -10,8 +10,10 @@
       "sources": [
         "src/addon.cc",
         "src/keymgmt.cc",
+        "src/nonblocking.cc",
         "src/provider.cc",
         "src/remote_signer.cc",
+        "src/self_check.cc",
         "src/signature.cc"
       ],
       "defines": ["NAPI_VERSION=8", "OPENSSL_API_COMPAT=30000", "OPENSSL_NO_DEPRECATED"],

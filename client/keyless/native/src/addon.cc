@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "nonblocking.h"
 #include "provider.h"
 #include "remote_signer.h"
+#include "self_check.h"
 
 namespace keyless {
 namespace {
@@ -172,18 +174,20 @@ napi_value CompleteSignJs(napi_env env, napi_callback_info info) {
 
 // ---- main side ----------------------------------------------------------------------
 
-// createBridge(bridgeId: string, timeoutMs: number)
+// createBridge(bridgeId: string, timeoutMs: number, nonBlocking?: boolean)
 napi_value CreateBridgeJs(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   std::string bridge_id;
   int32_t timeout_ms = 0;
+  bool nonblocking = false;
   if (argc < 2 || !GetString(env, argv[0], &bridge_id) ||
-      napi_get_value_int32(env, argv[1], &timeout_ms) != napi_ok || timeout_ms <= 0) {
-    return Throw(env, "createBridge(bridgeId, timeoutMs)");
+      napi_get_value_int32(env, argv[1], &timeout_ms) != napi_ok || timeout_ms <= 0 ||
+      (argc >= 3 && napi_get_value_bool(env, argv[2], &nonblocking) != napi_ok)) {
+    return Throw(env, "createBridge(bridgeId, timeoutMs, nonBlocking)");
   }
-  CreateBridge(bridge_id, timeout_ms);
+  CreateBridge(bridge_id, timeout_ms, nonblocking);
   return Undefined(env);
 }
 
@@ -230,6 +234,109 @@ napi_value DrainSamplesJs(napi_env env, napi_callback_info) {
   return result;
 }
 
+// ---- non-blocking mode (main thread) ----------------------------------------------
+
+bool GetConnId(napi_env env, napi_callback_info info, uint64_t* id) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double value = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 1 ||
+      napi_get_value_double(env, argv[0], &value) != napi_ok || value < 0) {
+    return false;
+  }
+  *id = static_cast<uint64_t>(value);
+  return true;
+}
+
+// enableNonBlocking(resume: (connId: number) => void)
+napi_value EnableNonBlockingJs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  if (argc < 1) return Throw(env, "enableNonBlocking(resume)");
+  std::string error;
+  if (!EnableNonBlocking(env, argv[0], &error)) return Throw(env, "keyless: non-blocking mode unavailable: " + error);
+  return Undefined(env);
+}
+
+napi_value BeginWrapJs(napi_env env, napi_callback_info) {
+  BeginWrap();
+  return Undefined(env);
+}
+
+// endWrap(): number (0: no server SSL to track)
+napi_value EndWrapJs(napi_env env, napi_callback_info) {
+  napi_value result;
+  CHECK_NAPI(env, napi_create_double(env, static_cast<double>(EndWrap()), &result));
+  return result;
+}
+
+// untrack(connId) / release(connId)
+napi_value UntrackJs(napi_env env, napi_callback_info info) {
+  uint64_t id = 0;
+  if (!GetConnId(env, info, &id)) return Throw(env, "untrack(connId)");
+  Untrack(id);
+  return Undefined(env);
+}
+
+napi_value ReleaseJs(napi_env env, napi_callback_info info) {
+  uint64_t id = 0;
+  if (!GetConnId(env, info, &id)) return Throw(env, "release(connId)");
+  Release(id);
+  return Undefined(env);
+}
+
+// arm(connId): boolean
+napi_value ArmJs(napi_env env, napi_callback_info info) {
+  uint64_t id = 0;
+  if (!GetConnId(env, info, &id)) return Throw(env, "arm(connId)");
+  napi_value result;
+  CHECK_NAPI(env, napi_get_boolean(env, Arm(id), &result));
+  return result;
+}
+
+// nonBlockingStats(): Record<string, number>
+napi_value NonBlockingStatsJs(napi_env env, napi_callback_info) {
+  const NonBlockingStats stats = GetNonBlockingStats();
+  const std::pair<const char*, uint64_t> fields[] = {
+      {"tracked", stats.tracked}, {"armed", stats.armed}, {"asyncConnections", stats.async_connections},
+      {"notKeyless", stats.not_keyless}, {"paused", stats.paused}, {"resumed", stats.resumed},
+      {"pausedNow", stats.paused_now}, {"cancelled", stats.cancelled}, {"orphaned", stats.orphaned},
+      {"asyncSigns", stats.async_signs}, {"blockingSigns", stats.blocking_signs},
+      {"deferredEvents", stats.deferred_events}, {"timeouts", stats.timeouts},
+  };
+  napi_value result;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  for (const auto& [name, value] : fields) {
+    napi_value number;
+    CHECK_NAPI(env, napi_create_double(env, static_cast<double>(value), &number));
+    CHECK_NAPI(env, napi_set_named_property(env, result, name, number));
+  }
+  return result;
+}
+
+// createSelfCheckBridge(bridgeId): { certPem: string, spkiDer: Buffer }
+napi_value CreateSelfCheckBridgeJs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string bridge_id;
+  if (argc < 1 || !GetString(env, argv[0], &bridge_id)) return Throw(env, "createSelfCheckBridge(bridgeId)");
+  EVP_PKEY* key = nullptr;
+  std::string cert_pem, error;
+  std::vector<unsigned char> spki;
+  if (!MakeSelfCheckKey(&key, &cert_pem, &spki, &error)) return Throw(env, "keyless: " + error);
+  CreateSelfCheckBridge(bridge_id, key);  // takes the key
+  napi_value result, cert, der;
+  void* copy = nullptr;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  CHECK_NAPI(env, napi_create_string_utf8(env, cert_pem.data(), cert_pem.size(), &cert));
+  CHECK_NAPI(env, napi_create_buffer_copy(env, spki.size(), spki.data(), &copy, &der));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "certPem", cert));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "spkiDer", der));
+  return result;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   std::string error;
   if (!RegisterProvider(&error)) return Throw(env, "keyless: cannot load the OpenSSL provider: " + error);
@@ -241,6 +348,14 @@ napi_value Init(napi_env env, napi_value exports) {
       {"completeSign", nullptr, CompleteSignJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"workerAttached", nullptr, WorkerAttachedJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"drainSamples", nullptr, DrainSamplesJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"enableNonBlocking", nullptr, EnableNonBlockingJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"beginWrap", nullptr, BeginWrapJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"endWrap", nullptr, EndWrapJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"untrack", nullptr, UntrackJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"arm", nullptr, ArmJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"release", nullptr, ReleaseJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"nonBlockingStats", nullptr, NonBlockingStatsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"createSelfCheckBridge", nullptr, CreateSelfCheckBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods));
   napi_value label, provider;

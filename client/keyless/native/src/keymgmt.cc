@@ -177,6 +177,10 @@ int KmHas(const void* keydata, int selection) {
 int KmGetParams(void* keydata, OSSL_PARAM params[]) {
   const KeylessKey* key = static_cast<const KeylessKey*>(keydata);
   if (key == nullptr || key->pub == nullptr) return 0;
+  OSSL_PARAM* bridge = OSSL_PARAM_locate(params, kBridgeIdParam);
+  if (bridge != nullptr && (!key->HasRemote() || OSSL_PARAM_set_utf8_string(bridge, key->bridge_id.c_str()) != 1)) {
+    return 0;
+  }
   // bits, security-bits, max-size, default-digest, group, encoded-pub-key, n, e ...
   return EVP_PKEY_get_params(key->pub, params);
 }

@@ -33,6 +33,8 @@ const OSSL_ITEM kReasonStrings[] = {
     {kDecryptUnsupported, const_cast<char*>("keyless key cannot decrypt")},
     {kNoRemoteKey, const_cast<char*>("keyless key has no remote signer")},
     {kBadKeyPem, const_cast<char*>("keyless invalid key pem")},
+    {kSignCancelled, const_cast<char*>("keyless sign cancelled")},
+    {kNonBlockingOnly, const_cast<char*>("keyless self check key")},
     {0, nullptr},
 };
 

@@ -18,6 +18,9 @@ inline constexpr char kPropertyDefinition[] = "provider=hsmgw-keyless";
 // Property query that selects anything but this provider (used to delegate the
 // public half of a key, and digests, to the default provider).
 inline constexpr char kNotThisProvider[] = "provider!=hsmgw-keyless";
+// Key parameter (UTF-8 string) naming the bridge of a keyless key; read by the
+// non-blocking mode to tell whether a connection's key may pause its handshake.
+inline constexpr char kBridgeIdParam[] = "hsmgw-keyless-bridge-id";
 // PEM label of a keyless key reference.
 inline constexpr char kPemLabel[] = "HSM GATEWAY KEYLESS KEY";
 
@@ -33,6 +36,8 @@ enum Reason : int {
   kDecryptUnsupported,
   kNoRemoteKey,
   kBadKeyPem,
+  kSignCancelled,
+  kNonBlockingOnly,
 };
 
 // Pushes an error on the calling thread's OpenSSL error queue. `fmt` becomes the

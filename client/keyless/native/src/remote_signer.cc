@@ -6,17 +6,16 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "nonblocking.h"
 #include "provider.h"
 
 namespace keyless {
-namespace {
-
-using Clock = std::chrono::steady_clock;
 
 struct Request {
   uint64_t id = 0;
   std::string bridge_id;
   napi_threadsafe_function tsfn = nullptr;  // the worker it was handed to
+  uint64_t conn_id = 0;                     // non-blocking: the connection to resume
   SignJob job;
   std::mutex mutex;
   std::condition_variable done_cv;
@@ -24,11 +23,20 @@ struct Request {
   Outcome outcome = kOk;
   std::vector<unsigned char> signature;
   std::string error;
+  std::chrono::steady_clock::time_point start;
+  int timeout_ms = 0;
 };
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using PkeyRef = std::shared_ptr<EVP_PKEY>;
 
 struct Bridge {
   int timeout_ms = 2000;
+  bool nonblocking = false;
   napi_threadsafe_function tsfn = nullptr;  // null while no worker is attached
+  PkeyRef local_key;                        // self-check bridge only
 };
 
 constexpr size_t kMaxSamples = 100000;
@@ -58,13 +66,17 @@ void AddSampleLocked(const std::string& key_name, Outcome outcome, double second
 
 void Finish(const std::shared_ptr<Request>& request, Outcome outcome,
             std::vector<unsigned char> signature, const std::string& error) {
-  std::lock_guard<std::mutex> lock(request->mutex);
-  if (request->done) return;
-  request->done = true;
-  request->outcome = outcome;
-  request->signature = std::move(signature);
-  request->error = error;
-  request->done_cv.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(request->mutex);
+    if (request->done) return;
+    request->done = true;
+    request->outcome = outcome;
+    request->signature = std::move(signature);
+    request->error = error;
+    request->done_cv.notify_all();
+  }
+  // Non-blocking: the main thread resumes the paused handshake.
+  if (request->conn_id != 0) PostResume(request->conn_id);
 }
 
 // Removes and fails the pending requests of a bridge (only those handed to `tsfn`
@@ -83,35 +95,48 @@ void FailPendingLocked(const std::string& bridge_id, napi_threadsafe_function ts
 
 }  // namespace
 
-bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int algorithm,
-                const unsigned char* digest, size_t digest_len, std::vector<unsigned char>* signature) {
-  const Clock::time_point start = Clock::now();
+namespace {
+
+// Registers a request and hands it to the bridge's worker (or, for a self-check
+// bridge, to the main thread's local signer). nullptr when refused, with an
+// error raised and a sample recorded.
+std::shared_ptr<Request> Submit(const std::string& bridge_id, const std::string& key_name, int algorithm,
+                                const unsigned char* digest, size_t digest_len, uint64_t conn_id) {
   auto request = std::make_shared<Request>();
-  int timeout_ms = 0;
-  {
-    std::lock_guard<std::mutex> lock(S().mutex);
-    auto bridge = S().bridges.find(bridge_id);
-    Outcome refused = kOk;
-    if (t_signer_thread) {
-      refused = kSignerThread;
-      RaiseError(kSignOnSignerThread, "keyless: sign for key '%s' requested on a signer worker "
-                 "thread; refused because it would wait for itself", key_name.c_str());
-    } else if (bridge == S().bridges.end()) {
-      refused = kNoBridge;
-      RaiseError(kNoSigner, "keyless: no signer for key '%s': its bridge is closed or was never "
-                 "started in this process", key_name.c_str());
-    } else if (bridge->second.tsfn == nullptr) {
-      refused = kWorkerDead;
-      RaiseError(kWorkerNotRunning, "keyless: signer worker for key '%s' is not running",
-                 key_name.c_str());
-    }
-    if (refused == kOk) {
-      request->id = S().next_id++;
-      request->bridge_id = bridge_id;
-      request->tsfn = bridge->second.tsfn;
-      request->job.key_name = key_name;
-      request->job.algorithm = algorithm;
-      request->job.digest.assign(digest, digest + digest_len);
+  request->start = Clock::now();
+  std::lock_guard<std::mutex> lock(S().mutex);
+  auto bridge = S().bridges.find(bridge_id);
+  Outcome refused = kOk;
+  if (t_signer_thread) {
+    refused = kSignerThread;
+    RaiseError(kSignOnSignerThread, "keyless: sign for key '%s' requested on a signer worker "
+               "thread; refused because it would wait for itself", key_name.c_str());
+  } else if (bridge == S().bridges.end()) {
+    refused = kNoBridge;
+    RaiseError(kNoSigner, "keyless: no signer for key '%s': its bridge is closed or was never "
+               "started in this process", key_name.c_str());
+  } else if (bridge->second.local_key != nullptr && conn_id == 0) {
+    refused = kUnsupported;
+    RaiseError(kNonBlockingOnly, "keyless: self-check key '%s' signs only in non-blocking mode",
+               key_name.c_str());
+  } else if (bridge->second.tsfn == nullptr && bridge->second.local_key == nullptr) {
+    refused = kWorkerDead;
+    RaiseError(kWorkerNotRunning, "keyless: signer worker for key '%s' is not running",
+               key_name.c_str());
+  }
+  if (refused == kOk) {
+    request->id = S().next_id++;
+    request->bridge_id = bridge_id;
+    request->tsfn = bridge->second.tsfn;
+    request->conn_id = conn_id;
+    request->timeout_ms = bridge->second.timeout_ms;
+    request->job.key_name = key_name;
+    request->job.algorithm = algorithm;
+    request->job.digest.assign(digest, digest + digest_len);
+    if (bridge->second.local_key != nullptr) {
+      S().pending.emplace(request->id, request);
+      PostLocalSign(request->id);
+    } else {
       // Called under S().mutex so that the function cannot be released meanwhile
       // (AttachWorker/WorkerGone change it under the same mutex).
       uint64_t* data = new uint64_t(request->id);
@@ -122,31 +147,25 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
                    key_name.c_str());
       } else {
         S().pending.emplace(request->id, request);
-        timeout_ms = bridge->second.timeout_ms;
       }
     }
-    if (refused != kOk) {
-      AddSampleLocked(key_name, refused, -1);
-      return false;
-    }
   }
+  if (refused != kOk) {
+    AddSampleLocked(key_name, refused, -1);
+    return nullptr;
+  }
+  return request;
+}
 
-  std::unique_lock<std::mutex> lock(request->mutex);
-  if (!request->done_cv.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                                 [&] { return request->done; })) {
-    lock.unlock();
-    {
-      std::lock_guard<std::mutex> state_lock(S().mutex);
-      S().pending.erase(request->id);  // a late answer finds nothing and is dropped
-    }
-    lock.lock();
-    if (!request->done) {
-      request->done = true;
-      request->outcome = kTimeout;
-    }
+// Turns a finished request into the signature or an error; records the sample.
+bool Conclude(Request* request, std::vector<unsigned char>* signature) {
+  const std::string& key_name = request->job.key_name;
+  const double seconds = std::chrono::duration<double>(Clock::now() - request->start).count();
+  Outcome outcome;
+  {
+    std::lock_guard<std::mutex> lock(request->mutex);
+    outcome = request->outcome;
   }
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  const Outcome outcome = request->outcome;
   {
     std::lock_guard<std::mutex> state_lock(S().mutex);
     AddSampleLocked(key_name, outcome, seconds);
@@ -156,7 +175,7 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
       *signature = std::move(request->signature);
       return true;
     case kTimeout:
-      RaiseError(kSignTimedOut, "keyless: sign timed out after %d ms (key '%s')", timeout_ms,
+      RaiseError(kSignTimedOut, "keyless: sign timed out after %d ms (key '%s')", request->timeout_ms,
                  key_name.c_str());
       return false;
     case kWorkerDead:
@@ -166,6 +185,10 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
     case kNoBridge:
       RaiseError(kNoSigner, "keyless: bridge closed while signing with key '%s'", key_name.c_str());
       return false;
+    case kCancelled:
+      RaiseError(kSignCancelled, "keyless: connection closed while signing with key '%s'",
+                 key_name.c_str());
+      return false;
     default:
       RaiseError(kSignerFailed, "keyless: remote signer failed for key '%s': %s", key_name.c_str(),
                  request->error.c_str());
@@ -173,14 +196,122 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
   }
 }
 
+// Removes a request from the pending table and finishes it with `outcome` unless
+// an answer came first.
+void Drop(const std::shared_ptr<Request>& request, Outcome outcome) {
+  {
+    std::lock_guard<std::mutex> state_lock(S().mutex);
+    S().pending.erase(request->id);  // a late answer finds nothing and is dropped
+  }
+  std::lock_guard<std::mutex> lock(request->mutex);
+  if (!request->done) {
+    request->done = true;
+    request->outcome = outcome;
+  }
+}
+
+}  // namespace
+
+bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int algorithm,
+                const unsigned char* digest, size_t digest_len, std::vector<unsigned char>* signature) {
+  std::shared_ptr<Request> request = Submit(bridge_id, key_name, algorithm, digest, digest_len, 0);
+  if (request == nullptr) return false;
+  bool answered;
+  {
+    std::unique_lock<std::mutex> lock(request->mutex);
+    answered = request->done_cv.wait_for(lock, std::chrono::milliseconds(request->timeout_ms),
+                                         [&] { return request->done; });
+  }
+  if (!answered) Drop(request, kTimeout);
+  return Conclude(request.get(), signature);
+}
+
+SignHandle StartNonBlocking(const std::string& bridge_id, const std::string& key_name, int algorithm,
+                            const unsigned char* digest, size_t digest_len, uint64_t conn_id, int* timeout_ms) {
+  SignHandle request = Submit(bridge_id, key_name, algorithm, digest, digest_len, conn_id);
+  if (request != nullptr) *timeout_ms = request->timeout_ms;
+  return request;
+}
+
+uint64_t SignRequestId(const SignHandle& handle) { return handle->id; }
+
+bool SignDone(const SignHandle& handle) {
+  std::lock_guard<std::mutex> lock(handle->mutex);
+  return handle->done;
+}
+
+void AbandonSign(const SignHandle& handle) { Drop(handle, kCancelled); }
+
+bool ConcludeNonBlocking(const SignHandle& handle, std::vector<unsigned char>* signature) {
+  return Conclude(handle.get(), signature);
+}
+
+bool ExpireRequest(uint64_t request_id) {
+  std::shared_ptr<Request> request;
+  {
+    std::lock_guard<std::mutex> lock(S().mutex);
+    auto it = S().pending.find(request_id);
+    if (it == S().pending.end()) return false;
+    request = it->second;
+    S().pending.erase(it);
+  }
+  Finish(request, kTimeout, {}, "");
+  return true;
+}
+
+void SignLocally(uint64_t request_id) {
+  std::shared_ptr<Request> request;
+  PkeyRef key;
+  {
+    std::lock_guard<std::mutex> lock(S().mutex);
+    auto it = S().pending.find(request_id);
+    if (it == S().pending.end()) return;
+    request = it->second;
+    auto bridge = S().bridges.find(request->bridge_id);
+    if (bridge != S().bridges.end()) key = bridge->second.local_key;
+  }
+  static const char* const kDigests[] = {"SHA256", "SHA384", "SHA512"};
+  const int algorithm = request->job.algorithm;
+  std::vector<unsigned char> signature;
+  bool ok = false;
+  if (key != nullptr && algorithm >= 7 && algorithm <= 9) {
+    EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_pkey(LibCtx(), key.get(), kNotThisProvider);
+    EVP_MD* md = EVP_MD_fetch(LibCtx(), kDigests[algorithm - 7], kNotThisProvider);
+    size_t len = static_cast<size_t>(EVP_PKEY_get_size(key.get()));
+    signature.resize(len);
+    ok = ctx != nullptr && md != nullptr && EVP_PKEY_sign_init(ctx) == 1 &&
+         EVP_PKEY_CTX_set_signature_md(ctx, md) == 1 &&
+         EVP_PKEY_sign(ctx, signature.data(), &len, request->job.digest.data(), request->job.digest.size()) == 1;
+    signature.resize(ok ? len : 0);
+    EVP_MD_free(md);
+    EVP_PKEY_CTX_free(ctx);
+  }
+  CompleteRequest(request_id, ok, std::move(signature), "self-check key cannot make this signature");
+}
+
 void RecordFailure(const std::string& key_name, Outcome outcome) {
   std::lock_guard<std::mutex> lock(S().mutex);
   AddSampleLocked(key_name, outcome, -1);
 }
 
-void CreateBridge(const std::string& bridge_id, int timeout_ms) {
+void CreateBridge(const std::string& bridge_id, int timeout_ms, bool nonblocking) {
   std::lock_guard<std::mutex> lock(S().mutex);
-  S().bridges[bridge_id].timeout_ms = timeout_ms;
+  Bridge& bridge = S().bridges[bridge_id];
+  bridge.timeout_ms = timeout_ms;
+  bridge.nonblocking = nonblocking;
+}
+
+void CreateSelfCheckBridge(const std::string& bridge_id, EVP_PKEY* key) {
+  std::lock_guard<std::mutex> lock(S().mutex);
+  Bridge& bridge = S().bridges[bridge_id];
+  bridge.nonblocking = true;
+  bridge.local_key = PkeyRef(key, EVP_PKEY_free);
+}
+
+bool BridgeIsNonBlocking(const std::string& bridge_id) {
+  std::lock_guard<std::mutex> lock(S().mutex);
+  auto bridge = S().bridges.find(bridge_id);
+  return bridge != S().bridges.end() && bridge->second.nonblocking;
 }
 
 void DestroyBridge(const std::string& bridge_id) {

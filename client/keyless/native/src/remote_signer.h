@@ -4,8 +4,10 @@
 #define HSMGW_KEYLESS_REMOTE_SIGNER_H_
 
 #include <node_api.h>
+#include <openssl/evp.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,7 @@ enum Outcome : int {
   kSignerThread = 5,
   kUnsupported = 6,
   kBadSignature = 7,
+  kCancelled = 8,  // non-blocking: the connection went away while the job was paused
 };
 
 // Signs `digest` with the remote key; on failure raises an OpenSSL error and
@@ -31,8 +34,31 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
 // Records a failure detected before or after the round trip (for metrics).
 void RecordFailure(const std::string& key_name, Outcome outcome);
 
+// ---- non-blocking signing (nonblocking.cc drives these on the main thread) ----
+// A signature in flight whose completion is announced through PostResume(conn_id)
+// instead of waking a waiting thread.
+struct Request;
+using SignHandle = std::shared_ptr<Request>;
+// Submits the signature; nullptr (error raised, sample recorded) when refused.
+SignHandle StartNonBlocking(const std::string& bridge_id, const std::string& key_name, int algorithm,
+                            const unsigned char* digest, size_t digest_len, uint64_t conn_id, int* timeout_ms);
+uint64_t SignRequestId(const SignHandle& handle);
+bool SignDone(const SignHandle& handle);
+// Gives up on a request that is not done (the connection is closing).
+void AbandonSign(const SignHandle& handle);
+// The outcome: the signature, or false with an error raised. Records the sample.
+bool ConcludeNonBlocking(const SignHandle& handle, std::vector<unsigned char>* signature);
+// Fails the request with a timeout if it is still pending (main-thread timer).
+bool ExpireRequest(uint64_t request_id);
+// Signs a pending request of a self-check bridge with its local key (main thread).
+void SignLocally(uint64_t request_id);
+
 // ---- bridge lifecycle (addon.cc) ----
-void CreateBridge(const std::string& bridge_id, int timeout_ms);
+void CreateBridge(const std::string& bridge_id, int timeout_ms, bool nonblocking);
+// A bridge without worker whose (EC) key is held here; it signs only in non-blocking
+// mode, so that a handshake that completes with it proves the asynchronous path.
+void CreateSelfCheckBridge(const std::string& bridge_id, EVP_PKEY* key);
+bool BridgeIsNonBlocking(const std::string& bridge_id);
 // Fails the bridge's outstanding requests at once; later signs fail with "no signer".
 void DestroyBridge(const std::string& bridge_id);
 // True while a worker's function is attached to the bridge.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "keyless_key.h"
+#include "nonblocking.h"
 #include "provider.h"
 #include "remote_signer.h"
 
@@ -207,15 +208,21 @@ int SignDigest(SigCtx* ctx, unsigned char* sig, size_t* siglen, size_t sigsize,
     return 0;
   }
   std::vector<unsigned char> out;
-  if (!RemoteSign(ctx->key->bridge_id, ctx->key->key_name, algorithm, digest, digest_len, &out)) {
-    return 0;
+  // Inside an async handshake of a non-blocking bridge the job pauses; anywhere
+  // else (other bridges, client connections, outside a handshake) it blocks.
+  bool handled = false;
+  bool ok = NonBlockingSign(*ctx->key, algorithm, digest, digest_len, &out, &handled);
+  if (!handled) {
+    if (BridgeIsNonBlocking(ctx->key->bridge_id)) CountBlockingSign();
+    ok = RemoteSign(ctx->key->bridge_id, ctx->key->key_name, algorithm, digest, digest_len, &out);
   }
+  if (!ok) return 0;
   if (ctx->key->type == KeyType::kRsa && !out.empty() && out.size() < max) {
     out.insert(out.begin(), max - out.size(), 0);  // I2OSP: left-pad to the modulus size
   }
-  const bool ok = ctx->key->type == KeyType::kRsa ? out.size() == max
-                                                  : !out.empty() && out.size() <= max && out[0] == 0x30;
-  if (!ok || out.size() > sigsize) {
+  const bool well_formed = ctx->key->type == KeyType::kRsa ? out.size() == max
+                                                         : !out.empty() && out.size() <= max && out[0] == 0x30;
+  if (!well_formed || out.size() > sigsize) {
     RecordFailure(ctx->key->key_name, kBadSignature);
     RaiseError(kBadSignatureLength, "keyless: signer returned %zu bytes for key '%s' (expected %s%zu)",
                out.size(), ctx->key->key_name.c_str(),

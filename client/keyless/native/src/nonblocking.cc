@@ -1,0 +1,481 @@
+#include "nonblocking.h"
+
+#include <openssl/async.h>
+#include <openssl/err.h>
+#include <openssl/provider.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "provider.h"
+#include "remote_signer.h"
+
+namespace keyless {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using InfoCallback = void (*)(const SSL*, int, int);
+
+// An event Node's callbacks would have handled on the fibre: replayed later from
+// the main loop. `keylog` set: a key log line; otherwise an info callback event.
+struct Deferred {
+  int where = 0;
+  int ret = 0;
+  std::string line;
+  SSL_CTX_keylog_cb_func keylog = nullptr;
+};
+
+// One tracked server connection. Owned by the SSL's ex_data (freed in SSL_free).
+struct Conn {
+  uint64_t id = 0;
+  SSL* ssl = nullptr;
+  bool armed = false;
+  bool decided = false;  // key checked inside the first job
+  bool async = false;    // its key may pause the handshake
+  bool paused = false;
+  bool cancelled = false;
+  bool replay_posted = false;
+  InfoCallback node_info = nullptr;
+  std::vector<Deferred> deferred;
+  SignHandle sign;  // while a signature is in flight
+};
+
+// Main-thread state.
+int g_ssl_index = -1;
+int g_ctx_index = -1;
+std::thread::id g_main_thread;
+std::unordered_map<uint64_t, Conn*> g_conns;
+std::unordered_map<const SSL*, Conn*> g_armed;
+uint64_t g_next_conn = 1;
+uv_timer_t* g_timer = nullptr;
+std::multimap<Clock::time_point, uint64_t> g_deadlines;  // request ids
+
+// Wrap pairing (the thread that calls BeginWrap: the main thread).
+thread_local bool t_wrapping = false;
+thread_local SSL* t_new_ssl = nullptr;
+thread_local int t_new_count = 0;
+
+// The main loop's function; any thread posts to it.
+std::mutex g_post_mutex;
+napi_threadsafe_function g_main = nullptr;
+
+struct Counters {
+  std::atomic<uint64_t> tracked{0}, armed{0}, async_connections{0}, not_keyless{0}, paused{0},
+      resumed{0}, paused_now{0}, cancelled{0}, orphaned{0}, async_signs{0}, blocking_signs{0},
+      deferred_events{0}, timeouts{0};
+};
+Counters g_stats;
+
+enum class EventKind { kResume, kReplay, kLocalSign };
+struct MainEvent {
+  EventKind kind;
+  uint64_t id;
+};
+
+void Post(EventKind kind, uint64_t id) {
+  std::lock_guard<std::mutex> lock(g_post_mutex);
+  if (g_main == nullptr) return;
+  auto* event = new MainEvent{kind, id};
+  if (napi_call_threadsafe_function(g_main, event, napi_tsfn_nonblocking) != napi_ok) delete event;
+}
+
+Conn* ConnOf(const SSL* ssl) {
+  return g_ssl_index < 0 ? nullptr : static_cast<Conn*>(SSL_get_ex_data(ssl, g_ssl_index));
+}
+
+Conn* Find(uint64_t id) {
+  auto it = g_conns.find(id);
+  return it == g_conns.end() ? nullptr : it->second;
+}
+
+// The armed connection whose ASYNC job is running on this thread, if any.
+Conn* CurrentConn() {
+  if (std::this_thread::get_id() != g_main_thread) return nullptr;
+  ASYNC_JOB* job = ASYNC_get_current_job();
+  if (job == nullptr) return nullptr;
+  ASYNC_WAIT_CTX* wait_ctx = ASYNC_get_wait_ctx(job);
+  ASYNC_callback_fn callback = nullptr;
+  void* arg = nullptr;
+  // libssl sets the wait context's callback argument to the SSL (SSL_set_async_callback).
+  if (wait_ctx == nullptr || ASYNC_WAIT_CTX_get_callback(wait_ctx, &callback, &arg) != 1 || arg == nullptr) {
+    return nullptr;
+  }
+  auto it = g_armed.find(static_cast<const SSL*>(arg));
+  return it == g_armed.end() ? nullptr : it->second;
+}
+
+// Only while the job runs: clearing it while the job is paused would orphan it.
+void LeaveAsyncMode(Conn* conn) { SSL_clear_mode(conn->ssl, SSL_MODE_ASYNC); }
+
+bool KeyIsNonBlocking(EVP_PKEY* pkey) {
+  if (pkey == nullptr) return false;
+  const OSSL_PROVIDER* provider = EVP_PKEY_get0_provider(pkey);
+  if (provider == nullptr || std::string(OSSL_PROVIDER_get0_name(provider)) != kProviderName) return false;
+  char bridge[256];
+  size_t len = 0;
+  if (EVP_PKEY_get_utf8_string_param(pkey, kBridgeIdParam, bridge, sizeof(bridge), &len) != 1) return false;
+  return BridgeIsNonBlocking(std::string(bridge, len));
+}
+
+void PostReplay(Conn* conn) {
+  if (conn->replay_posted) return;
+  conn->replay_posted = true;
+  Post(EventKind::kReplay, conn->id);
+}
+
+void Defer(Conn* conn, Deferred event) {
+  g_stats.deferred_events++;
+  conn->deferred.push_back(std::move(event));
+  PostReplay(conn);
+}
+
+// Replays deferred events on the main stack. Node's callbacks may end up freeing
+// the SSL, so the connection is looked up again before each one.
+void FlushDeferred(uint64_t id) {
+  for (;;) {
+    Conn* conn = Find(id);
+    if (conn == nullptr || conn->deferred.empty()) return;
+    Deferred event = std::move(conn->deferred.front());
+    conn->deferred.erase(conn->deferred.begin());
+    if (event.keylog != nullptr) {
+      event.keylog(conn->ssl, event.line.c_str());
+    } else if (conn->node_info != nullptr) {
+      conn->node_info(conn->ssl, event.where, event.ret);
+    }
+  }
+}
+
+// Node's key log callback runs JavaScript: inside a job, queue the line instead.
+void KeylogTrampoline(const SSL* ssl, const char* line) {
+  SSL_CTX* ctx = SSL_get_SSL_CTX(ssl);
+  auto original = reinterpret_cast<SSL_CTX_keylog_cb_func>(SSL_CTX_get_ex_data(ctx, g_ctx_index));
+  if (original == nullptr) return;
+  if (ASYNC_get_current_job() == nullptr) {
+    original(ssl, line);
+    return;
+  }
+  Conn* conn = ConnOf(ssl);
+  if (conn != nullptr) Defer(conn, Deferred{0, 0, line, original});
+}
+
+// Node sets its key log callback on a context whenever a server with 'keylog'
+// listeners accepts a connection; put the trampoline back in front of it.
+void GuardKeylog(SSL_CTX* ctx) {
+  if (ctx == nullptr) return;
+  SSL_CTX_keylog_cb_func current = SSL_CTX_get_keylog_callback(ctx);
+  if (current == nullptr || current == KeylogTrampoline) return;
+  SSL_CTX_set_ex_data(ctx, g_ctx_index, reinterpret_cast<void*>(current));
+  SSL_CTX_set_keylog_callback(ctx, KeylogTrampoline);
+}
+
+// Replaces Node's info callback on armed connections. Node's runs JavaScript at
+// handshake start and done, which must not happen on the job's 32 KiB stack.
+void ConnInfoCallback(const SSL* ssl, int where, int ret) {
+  Conn* conn = ConnOf(ssl);
+  if (conn == nullptr) return;
+  const bool in_job = ASYNC_get_current_job() != nullptr;
+  if (in_job && (where & SSL_CB_LOOP) != 0 && (SSL_get_mode(conn->ssl) & SSL_MODE_ASYNC) != 0) {
+    if (!conn->decided) {
+      // The certificate (and the SNI context) are chosen by now.
+      conn->decided = true;
+      GuardKeylog(SSL_get_SSL_CTX(ssl));
+      conn->async = KeyIsNonBlocking(SSL_get_privatekey(ssl));
+      if (conn->async) {
+        g_stats.async_connections++;
+      } else {
+        g_stats.not_keyless++;
+        LeaveAsyncMode(conn);
+      }
+    }
+    // Resumed handshakes sign nothing: leave async mode once our Finished is out.
+    if (SSL_get_state(ssl) == TLS_ST_SW_FINISHED) LeaveAsyncMode(conn);
+  }
+  if ((where & (SSL_CB_HANDSHAKE_START | SSL_CB_HANDSHAKE_DONE)) == 0) return;
+  if (in_job) {
+    Defer(conn, Deferred{where, ret, std::string(), nullptr});
+    return;
+  }
+  const uint64_t id = conn->id;
+  const InfoCallback node_info = conn->node_info;
+  FlushDeferred(id);
+  if (Find(id) != nullptr && node_info != nullptr) node_info(ssl, where, ret);
+}
+
+int AsyncCallback(SSL*, void*) { return 1; }  // readiness is signalled through the main loop
+
+// ex_data callbacks: every SSL_new on the wrapping thread is recorded; a Conn is
+// freed with its SSL.
+void SslNew(void* parent, void*, CRYPTO_EX_DATA*, int, long, void*) {
+  if (!t_wrapping) return;
+  t_new_ssl = static_cast<SSL*>(parent);
+  t_new_count++;
+}
+
+void SslFree(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  Conn* conn = static_cast<Conn*>(ptr);
+  if (conn == nullptr) return;
+  // A job still paused here cannot be unwound safely (it would run inside
+  // SSL_free); it is left alone. destroySSL normally cancels it first.
+  if (conn->paused) g_stats.orphaned++;
+  g_conns.erase(conn->id);
+  g_armed.erase(conn->ssl);
+  delete conn;
+}
+
+// ---- timeouts -----------------------------------------------------------------------
+
+void ArmTimer();
+
+void OnTimer(uv_timer_t*) {
+  const Clock::time_point now = Clock::now();
+  std::vector<uint64_t> expired;
+  while (!g_deadlines.empty() && g_deadlines.begin()->first <= now) {
+    expired.push_back(g_deadlines.begin()->second);
+    g_deadlines.erase(g_deadlines.begin());
+  }
+  for (uint64_t request_id : expired) {
+    if (ExpireRequest(request_id)) g_stats.timeouts++;
+  }
+  ArmTimer();
+}
+
+void ArmTimer() {
+  if (g_timer == nullptr) return;
+  if (g_deadlines.empty()) {
+    uv_timer_stop(g_timer);
+    return;
+  }
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(g_deadlines.begin()->first - Clock::now());
+  uv_timer_start(g_timer, OnTimer, wait.count() > 0 ? static_cast<uint64_t>(wait.count()) : 0, 0);
+}
+
+void AddDeadline(uint64_t request_id, int timeout_ms) {
+  const Clock::time_point at = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  const bool earliest = g_deadlines.empty() || at < g_deadlines.begin()->first;
+  g_deadlines.emplace(at, request_id);
+  if (earliest) ArmTimer();
+}
+
+// ---- the main loop's function ---------------------------------------------------------
+
+void Resume(napi_env env, napi_value resume, uint64_t id) {
+  Conn* conn = Find(id);
+  if (conn == nullptr || !conn->paused || conn->cancelled || conn->sign == nullptr || !SignDone(conn->sign)) {
+    return;  // not paused (answer came before the pause), gone, or a stale event
+  }
+  GuardKeylog(SSL_get_SSL_CTX(conn->ssl));
+  napi_value argv[1];
+  napi_value undefined;
+  if (napi_create_double(env, static_cast<double>(id), &argv[0]) != napi_ok ||
+      napi_get_undefined(env, &undefined) != napi_ok) {
+    return;
+  }
+  // resume(connId) calls handle.newSessionDone(): Cycle(), whose SSL_read resumes the job.
+  if (napi_call_function(env, undefined, resume, 1, argv, nullptr) != napi_ok) {
+    bool pending = false;
+    napi_value exception;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_get_and_clear_last_exception(env, &exception);
+    }
+  }
+}
+
+void MainCallJs(napi_env env, napi_value resume, void*, void* data) {
+  std::unique_ptr<MainEvent> event(static_cast<MainEvent*>(data));
+  if (env == nullptr) return;
+  switch (event->kind) {
+    case EventKind::kResume:
+      Resume(env, resume, event->id);
+      break;
+    case EventKind::kReplay: {
+      Conn* conn = Find(event->id);
+      if (conn != nullptr) {
+        conn->replay_posted = false;
+        FlushDeferred(event->id);
+      }
+      break;
+    }
+    case EventKind::kLocalSign:
+      SignLocally(event->id);
+      break;
+  }
+}
+
+void Cleanup(void*) {
+  {
+    std::lock_guard<std::mutex> lock(g_post_mutex);
+    if (g_main != nullptr) napi_release_threadsafe_function(g_main, napi_tsfn_abort);
+    g_main = nullptr;
+  }
+  if (g_timer != nullptr) {
+    uv_timer_stop(g_timer);
+    uv_close(reinterpret_cast<uv_handle_t*>(g_timer), [](uv_handle_t* handle) {
+      delete reinterpret_cast<uv_timer_t*>(handle);
+    });
+    g_timer = nullptr;
+  }
+}
+
+}  // namespace
+
+bool EnableNonBlocking(napi_env env, napi_value resume, std::string* error) {
+  if (g_main != nullptr) return true;
+  if (ASYNC_is_capable() != 1) {
+    *error = "this OpenSSL build cannot run ASYNC jobs";
+    return false;
+  }
+  if (g_ssl_index < 0) {
+    g_ssl_index = SSL_get_ex_new_index(0, nullptr, SslNew, nullptr, SslFree);
+    g_ctx_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  }
+  if (g_ssl_index < 0 || g_ctx_index < 0) {
+    *error = "cannot allocate OpenSSL ex_data indexes";
+    return false;
+  }
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    *error = "no event loop";
+    return false;
+  }
+  napi_value name;
+  napi_threadsafe_function tsfn = nullptr;
+  if (napi_create_string_utf8(env, "hsmgw-keyless-resume", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, resume, nullptr, name, 0, 1, nullptr, nullptr, nullptr, MainCallJs,
+                                      &tsfn) != napi_ok) {
+    *error = "cannot create the resume function";
+    return false;
+  }
+  napi_unref_threadsafe_function(env, tsfn);  // paused handshakes alone do not keep the process alive
+  g_timer = new uv_timer_t;
+  uv_timer_init(loop, g_timer);
+  uv_unref(reinterpret_cast<uv_handle_t*>(g_timer));
+  g_main_thread = std::this_thread::get_id();
+  {
+    std::lock_guard<std::mutex> lock(g_post_mutex);
+    g_main = tsfn;
+  }
+  napi_add_env_cleanup_hook(env, Cleanup, nullptr);
+  return true;
+}
+
+void BeginWrap() {
+  t_wrapping = true;
+  t_new_ssl = nullptr;
+  t_new_count = 0;
+}
+
+uint64_t EndWrap() {
+  t_wrapping = false;
+  SSL* ssl = t_new_ssl;
+  t_new_ssl = nullptr;
+  if (g_main == nullptr || t_new_count != 1 || ssl == nullptr || SSL_is_server(ssl) != 1 || ConnOf(ssl) != nullptr) {
+    return 0;
+  }
+  Conn* conn = new Conn();
+  conn->id = g_next_conn++;
+  conn->ssl = ssl;
+  if (SSL_set_ex_data(ssl, g_ssl_index, conn) != 1) {
+    delete conn;
+    return 0;
+  }
+  g_conns.emplace(conn->id, conn);
+  g_stats.tracked++;
+  return conn->id;
+}
+
+void Untrack(uint64_t conn_id) {
+  Conn* conn = Find(conn_id);
+  if (conn == nullptr || conn->armed) return;
+  SSL_set_ex_data(conn->ssl, g_ssl_index, nullptr);
+  g_conns.erase(conn_id);
+  delete conn;
+}
+
+bool Arm(uint64_t conn_id) {
+  Conn* conn = Find(conn_id);
+  if (conn == nullptr || conn->armed || conn->cancelled) return false;
+  SSL* ssl = conn->ssl;
+  SSL_set_async_callback(ssl, AsyncCallback);
+  conn->node_info = SSL_get_info_callback(ssl);
+  SSL_set_info_callback(ssl, ConnInfoCallback);
+  GuardKeylog(SSL_get_SSL_CTX(ssl));
+  SSL_set_mode(ssl, SSL_MODE_ASYNC);
+  conn->armed = true;
+  g_armed.emplace(ssl, conn);
+  g_stats.armed++;
+  return true;
+}
+
+void Release(uint64_t conn_id) {
+  Conn* conn = Find(conn_id);
+  if (conn == nullptr) return;
+  conn->cancelled = true;
+  conn->deferred.clear();
+  if (!conn->paused) return;
+  g_stats.cancelled++;
+  // Resume the job while the SSL is alive: the signature op sees `cancelled` and
+  // fails, the handshake fails, the job finishes. Its errors stay here.
+  ERR_set_mark();
+  SSL_do_handshake(conn->ssl);
+  ERR_pop_to_mark();
+}
+
+bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* digest, size_t digest_len,
+                     std::vector<unsigned char>* signature, bool* handled) {
+  *handled = false;
+  Conn* conn = CurrentConn();
+  if (conn == nullptr || !conn->async || conn->cancelled) return false;
+  *handled = true;
+  int timeout_ms = 0;
+  SignHandle sign = StartNonBlocking(key.bridge_id, key.key_name, algorithm, digest, digest_len, conn->id, &timeout_ms);
+  if (sign == nullptr) {
+    LeaveAsyncMode(conn);
+    return false;
+  }
+  g_stats.async_signs++;
+  AddDeadline(SignRequestId(sign), timeout_ms);
+  conn->sign = sign;
+  bool paused = false;
+  // Any SSL call on this connection resumes the job (data from the client, a
+  // write): pause again until the answer, the timeout or the cancellation.
+  while (!SignDone(sign) && !conn->cancelled) {
+    if (!paused) {
+      paused = true;
+      g_stats.paused++;
+      g_stats.paused_now++;
+    }
+    conn->paused = true;
+    const int resumed = ASYNC_pause_job();
+    conn->paused = false;
+    if (resumed != 1) break;
+  }
+  if (paused) {
+    g_stats.paused_now--;
+    g_stats.resumed++;
+  }
+  conn->sign = nullptr;
+  LeaveAsyncMode(conn);
+  if (!SignDone(sign)) AbandonSign(sign);
+  return ConcludeNonBlocking(sign, signature);
+}
+
+void PostResume(uint64_t conn_id) { Post(EventKind::kResume, conn_id); }
+void PostLocalSign(uint64_t request_id) { Post(EventKind::kLocalSign, request_id); }
+
+void CountBlockingSign() { g_stats.blocking_signs++; }
+
+NonBlockingStats GetNonBlockingStats() {
+  return NonBlockingStats{g_stats.tracked.load(), g_stats.armed.load(), g_stats.async_connections.load(),
+                          g_stats.not_keyless.load(), g_stats.paused.load(), g_stats.resumed.load(),
+                          g_stats.paused_now.load(), g_stats.cancelled.load(), g_stats.orphaned.load(),
+                          g_stats.async_signs.load(), g_stats.blocking_signs.load(),
+                          g_stats.deferred_events.load(), g_stats.timeouts.load()};
+}
+
+}  // namespace keyless

@@ -1,0 +1,59 @@
+// Non-blocking keyless handshakes (opt-in): a server connection whose key belongs
+// to a non-blocking bridge runs its handshake in an OpenSSL ASYNC job
+// (SSL_MODE_ASYNC); the signature op pauses the job instead of blocking Node's
+// main thread, and the connection is resumed from the main loop when the answer
+// (or the timeout) arrives. See docs/NON-BLOCKING.md.
+//
+// Everything here runs on Node's main thread, except PostResume/PostLocalSign,
+// which any thread may call.
+#ifndef HSMGW_KEYLESS_NONBLOCKING_H_
+#define HSMGW_KEYLESS_NONBLOCKING_H_
+
+#include <node_api.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "keyless_key.h"
+
+namespace keyless {
+
+// Sets up the ex_data indexes, the main-loop function that resumes connections
+// (`resume(connId)` calls the TLSWrap handle's newSessionDone()) and the timeout
+// timer. Once per process, on the main thread.
+bool EnableNonBlocking(napi_env env, napi_value resume, std::string* error);
+
+// Pairing of a TLSWrap handle with the SSL created inside its constructor:
+// BeginWrap() before tls_wrap.wrap(), EndWrap() after; 0 unless exactly one server
+// SSL was created in between.
+void BeginWrap();
+uint64_t EndWrap();
+// Forgets a connection that will not be switched (guards, missing internals).
+void Untrack(uint64_t conn_id);
+// Switches the connection to async mode (SSL_MODE_ASYNC, async/info callbacks).
+// Called right before the handshake continues past the certificate callback.
+bool Arm(uint64_t conn_id);
+// destroySSL: cancels and unwinds a paused job while the SSL is still alive.
+void Release(uint64_t conn_id);
+
+// In the signature op. `handled` is false when this is not an async connection of
+// a non-blocking bridge (the caller then signs blocking).
+bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* digest, size_t digest_len,
+                     std::vector<unsigned char>* signature, bool* handled);
+
+// Any thread.
+void PostResume(uint64_t conn_id);
+void PostLocalSign(uint64_t request_id);
+
+struct NonBlockingStats {
+  uint64_t tracked, armed, async_connections, not_keyless, paused, resumed, paused_now, cancelled,
+      orphaned, async_signs, blocking_signs, deferred_events, timeouts;
+};
+NonBlockingStats GetNonBlockingStats();
+// A signature with a key of a non-blocking bridge that could not pause.
+void CountBlockingSign();
+
+}  // namespace keyless
+
+#endif  // HSMGW_KEYLESS_NONBLOCKING_H_

@@ -32,8 +32,26 @@ function run(job: SignJob): SignResult {
   }
 }
 
-parentPort?.on('message', (job: SignJob) => {
-  const result = run(job);
-  // The signature is an exact-size copy: transfer it instead of cloning.
-  parentPort?.postMessage(result, result.ok ? [result.signature.buffer as ArrayBuffer] : []);
+/** Answers go back in small groups: fewer messages, without holding early answers for a whole batch. */
+const ANSWER_GROUP = 4;
+
+function post(results: SignResult[]): void {
+  // Signatures are exact-size copies: transfer them instead of cloning.
+  const transfer = results.flatMap((r) => (r.ok ? [r.signature.buffer as ArrayBuffer] : []));
+  parentPort?.postMessage(results, transfer);
+}
+
+// An empty answer says "module loaded, ready for jobs".
+parentPort?.postMessage([]);
+
+parentPort?.on('message', (batch: SignJob[]) => {
+  let group: SignResult[] = [];
+  for (const job of batch) {
+    group.push(run(job));
+    if (group.length === ANSWER_GROUP) {
+      post(group);
+      group = [];
+    }
+  }
+  if (group.length) post(group);
 });

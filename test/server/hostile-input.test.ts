@@ -26,6 +26,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { KeyType, SignatureAlgorithm, SignRequest, SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
+import { Logger } from '../../server/observability/logger';
 import { ALL_TEST_KEYS, startTestGateway, type TestGateway } from '../support/test-gateway';
 import { IDENTITIES } from '../support/test-environment';
 import { parsePrometheusText } from '../support/prometheus-text';
@@ -119,7 +120,8 @@ const HOSTILE_KEYS: readonly string[] = [
   'a'.repeat(128), 'a'.repeat(129), `test-${'x'.repeat(123)}`, `test-${'x'.repeat(124)}`, 'x'.repeat(2000), 'k'.repeat(5000),
 ];
 const ALGORITHMS: readonly number[] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 99, 1000, 2 ** 31 - 1, -1, -(2 ** 31)];
-const DIGEST_LENGTHS: readonly number[] = [0, 1, 20, 31, 32, 33, 47, 48, 49, 63, 64, 65, 128, 1000, 4200];
+// 256 and 384: a whole RSA-2048/3072 block, what a raw-RSA (decryption) oracle would take.
+const DIGEST_LENGTHS: readonly number[] = [0, 1, 20, 31, 32, 33, 47, 48, 49, 63, 64, 65, 128, 256, 384, 1000, 4200];
 const MESSAGE_LENGTHS: readonly number[] = [0, 1, 100, MAX_MESSAGE - 1, MAX_MESSAGE, MAX_MESSAGE + 1, 2000, 4100];
 
 function hashLengthFor(length: number): 'sha256' | 'sha384' | 'sha512' | undefined {
@@ -439,5 +441,91 @@ describe(`hostile input (seed ${SEED}; replay with HSMGW_FUZZ_SEED=${SEED})`, ()
     // No caller-supplied string became a label value.
     const keyLabels = new Set(m.samples.filter((x) => x.name === 'hsmgw_sign_requests_total').map((x) => x.labels.key));
     for (const k of keyLabels) assert.ok(k === '-' || ALL_TEST_KEYS.includes(k), `key label ${JSON.stringify(k)}`);
+  });
+});
+
+/**
+ * What a hostile caller can get out of the gateway or leave in its logs (docs/SECURITY.md): no
+ * method beyond the four signing/metadata RPCs, no raw RSA block signed, and audit lines that
+ * record every attempt with bounded, escaped fields, never the PIN, a whole digest or a message.
+ */
+describe('what a hostile caller can get or leave behind', () => {
+  let gw: TestGateway;
+  let logFile: string;
+  let fd: number;
+  let client: grpc.Client;
+
+  before(async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hostile-audit-'));
+    logFile = path.join(dir, 'log.jsonl');
+    fd = fs.openSync(logFile, 'w');
+    gw = await startTestGateway({ logging: { level: 'debug', audit: true } }, new Logger('debug', fd));
+    const id = gw.env.pki.clients.dev;
+    client = new grpc.Client(gw.endpoint, grpc.credentials.createSsl(fs.readFileSync(gw.env.pki.ca), fs.readFileSync(id.key), fs.readFileSync(id.cert)));
+  });
+  after(async () => {
+    client.close();
+    await gw.stop();
+    fs.closeSync(fd);
+    fs.rmSync(path.dirname(logFile), { recursive: true, force: true });
+  });
+
+  const call = (method: string, bytes: Buffer): Promise<{ code: number; details: string }> => new Promise((resolve) => {
+    client.makeUnaryRequest(method, (b: Buffer) => b, (b: Buffer) => b, bytes, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err) => resolve(err ? { code: err.code, details: err.details } : { code: 0, details: '' }));
+  });
+
+  it('no decryption, raw-signature or key-export method exists: UNIMPLEMENTED', async () => {
+    for (const method of ['Decrypt', 'RawSign', 'SignRaw', 'Unwrap', 'ExportKey', 'Encrypt', 'Derive']) {
+      const r = await call(`/hsmgateway.v1.Signer/${method}`, Buffer.alloc(0));
+      assert.equal(grpc.status[r.code], 'UNIMPLEMENTED', `${method}: ${r.details}`);
+    }
+  });
+
+  it('a whole RSA block (256/384 bytes, as raw RSA or a decryption oracle would take) is refused for every RSA algorithm', async () => {
+    for (const [key, size] of [['dev-rsa', 256], ['test-rsa3072', 384]] as const) {
+      for (const algorithm of RSA_ALGS) {
+        for (const $case of ['digest', 'message'] as const) {
+          // As a message it is hashed first (a normal signature); as a digest it must be refused.
+          const block = Buffer.concat([Buffer.from([0, 2]), Buffer.alloc(size - 2, 0x41)]);
+          const r = await call(SIGN, Buffer.from(SignRequest.encode({ key, algorithm, input: { $case, value: block }, requestId: 1n }).finish()));
+          assert.equal(grpc.status[r.code], $case === 'digest' ? 'INVALID_ARGUMENT' : 'OK', `${key} ${SignatureAlgorithm[algorithm]} ${$case}: ${r.details}`);
+        }
+      }
+    }
+  });
+
+  it('audit: one JSON line per request with identity, key, algorithm, outcome, latency, digest_fp, rpc, request_id; hostile key names escaped and capped; no PIN, digest or message', async () => {
+    const message = Buffer.from('a message that must never reach the log: 5ecret-payload');
+    const digest = createHash('sha256').update(message).digest();
+    const hostileKey = `evil\n{"level":"audit","outcome":"OK"}\u0000${'k'.repeat(300)}`;
+    const sends: Array<[string, Buffer]> = [
+      ['valid message', Buffer.from(SignRequest.encode({ key: 'dev-ec', algorithm: SignatureAlgorithm.ECDSA_SHA256, input: { $case: 'message', value: message }, requestId: 42n }).finish())],
+      ['valid digest', Buffer.from(SignRequest.encode({ key: 'dev-rsa', algorithm: SignatureAlgorithm.RSA_PSS_SHA256, input: { $case: 'digest', value: digest }, requestId: 43n }).finish())],
+      ['hostile key', Buffer.from(SignRequest.encode({ key: hostileKey, algorithm: SignatureAlgorithm.ECDSA_SHA256, input: { $case: 'digest', value: digest }, requestId: 44n }).finish())],
+      ['undecodable', Buffer.from('0aff', 'hex')],
+    ];
+    await new Promise((r) => setTimeout(r, 50));
+    const offset = fs.statSync(logFile).size; // earlier tests' lines come before
+    for (const [, bytes] of sends) await call(SIGN, bytes);
+    await new Promise((r) => setTimeout(r, 50));
+    const text = fs.readFileSync(logFile, 'utf8');
+    const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const audits = Buffer.from(text).subarray(offset).toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === 'audit');
+    assert.equal(audits.length, sends.length, 'one audit line per request, whatever the outcome');
+    for (const a of audits) {
+      for (const field of ['ts', 'identity', 'key', 'algorithm', 'outcome', 'latency_ms', 'digest_fp', 'rpc', 'request_id']) assert.ok(field in a, `audit field ${field}: ${JSON.stringify(a)}`);
+      assert.equal(a.identity, IDENTITIES.dev);
+      assert.equal(a.rpc, 'Sign');
+    }
+    assert.deepEqual(audits.map((a) => [a.request_id, a.outcome]), [['42', 'OK'], ['43', 'OK'], ['44', 'INVALID_ARGUMENT'], ['0', 'INVALID_ARGUMENT']]);
+    assert.equal(audits[1].digest_fp, digest.subarray(0, 8).toString('hex'), 'digest_fp is the first 8 bytes of the signed digest');
+    assert.equal(audits[2].key, hostileKey.slice(0, 128), 'a hostile key name is logged JSON-escaped and capped at 128 characters');
+    assert.equal(audits[2].digest_fp, '', 'nothing of a refused request\'s input');
+    const pin = fs.readFileSync(gw.env.pinFile, 'utf8').trim();
+    assert.ok(pin.length >= 4);
+    assert.ok(!text.includes(pin), 'the PIN is in no log line');
+    assert.ok(!text.includes(digest.toString('hex')) && !text.includes(digest.toString('base64')), 'never the whole digest');
+    assert.ok(!text.includes('5ecret-payload') && !text.includes(message.toString('hex')), 'never the message');
+    assert.ok(lines.length > audits.length, 'the debug/info lines were captured too (start-up), and they hold no PIN either');
   });
 });

@@ -19,7 +19,7 @@ import { SignPipeline } from './rpc/sign-pipeline';
 import { createSignerService } from './rpc/signer-service';
 import { TolerantSignerService } from './rpc/tolerant-service-definition';
 import { loadTlsMaterial, ReloadableServerCredentials } from './tls/server-credentials';
-import { applyConnectionLimit } from './tls/connection-limit';
+import { applyConnectionLimit, onTlsClientError } from './tls/connection-limit';
 import { SignStreamRegistry } from './rpc/sign-stream';
 
 const SIGNER_SERVICE_NAME = 'hsmgateway.v1.Signer';
@@ -82,7 +82,7 @@ export class Gateway {
   ) {}
 
   static async start(config: GatewayConfig, logger: Logger, options: GatewayStartOptions = {}): Promise<Gateway> {
-    const pin = readPin(config.pkcs11.pin);
+    const pin = readPin(config.pkcs11.pin, process.env, (message) => logger.warn(message));
     // The module reads its own configuration from the environment when it is initialised.
     Object.assign(process.env, config.pkcs11.environment);
     const health = new HealthImplementation({ '': 'NOT_SERVING', [SIGNER_SERVICE_NAME]: 'NOT_SERVING' });
@@ -128,6 +128,7 @@ export class Gateway {
     if (!applyConnectionLimit(server, config.limits.maxConnections)) {
       logger.warn('limits.maxConnections cannot be enforced with this grpc-js version', { maxConnections: config.limits.maxConnections });
     }
+    onTlsClientError(server, (reason) => metrics.tlsHandshakeFailed(reason));
     setServing(hsm.ready);
 
     const ops = createOpsServer(metrics.registry, hsm, logger);

@@ -58,6 +58,13 @@ export class GatewayMetrics {
     labelNames: ['identity'] as const,
     registers: [this.registry],
   });
+  private readonly tlsHandshakeFailures = new client.Counter({
+    name: 'hsmgw_tls_handshake_failures_total',
+    help: 'TLS handshakes on the gRPC port that failed or were refused, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly rateLimitedIdentities = new Set<string>();
   private readonly configReloads = new client.Counter({
     name: 'hsmgw_config_reloads_total',
     help: 'Reloads of the configuration and TLS files (SIGHUP or file change), by what and result.',
@@ -130,7 +137,13 @@ export class GatewayMetrics {
   requestFinished(): void { this.inFlight.dec(); }
   hsmError(ckr: string): void { this.hsmErrors.labels(ckr).inc(); }
   authorizationDenied(reason: string): void { this.authzDenials.labels(reason).inc(); }
-  rateLimited(identity: string): void { this.rateLimitedRequests.labels(identity).inc(); }
+  /** Per identity, up to 1000 distinct ones (a wildcard rule could match many); then "other". */
+  rateLimited(identity: string): void {
+    if (!this.rateLimitedIdentities.has(identity) && this.rateLimitedIdentities.size < 1000) this.rateLimitedIdentities.add(identity);
+    this.rateLimitedRequests.labels(this.rateLimitedIdentities.has(identity) ? identity : 'other').inc();
+  }
+
+  tlsHandshakeFailed(reason: string): void { this.tlsHandshakeFailures.labels(reason).inc(); }
   configReload(what: 'config' | 'tls', ok: boolean): void { this.configReloads.labels(what, ok ? 'ok' : 'failed').inc(); }
   reconnectAttempt(ok: boolean): void { this.reconnects.labels(ok ? 'ok' : 'failed').inc(); }
   loginAttempt(ok: boolean): void { this.logins.labels(ok ? 'ok' : 'failed').inc(); }

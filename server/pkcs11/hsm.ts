@@ -84,7 +84,12 @@ export class Hsm {
 
   /** Connects once; a failure here is fatal (wrong module, token, PIN or key names). */
   async start(): Promise<void> {
-    this.connect();
+    try {
+      this.connect();
+    } catch (err) {
+      this.module.finalize();
+      throw err;
+    }
     await this.executor.start();
     this.setState('ready', 'started');
     this.healthTimer = setInterval(() => this.checkHealth(), this.config.healthCheckIntervalMs);

@@ -86,3 +86,22 @@ describe('RFC 7512 PKCS#11 URIs', () => {
     assert.throws(() => parsePkcs11Uri('object=a'), /pkcs11:/);
   });
 });
+
+describe('keys whose private part could leave the HSM', () => {
+  it('are refused at start-up unless allowExtractableKeys is set, and then a warning names them', async () => {
+    const { startTestGateway } = await import('../support/test-gateway.js');
+    const { EXTRACTABLE_KEY } = await import('../support/test-environment.js');
+    const { Logger } = await import('../../server/observability/logger.js');
+    const keys = [{ name: 'leaky', label: EXTRACTABLE_KEY }];
+    await assert.rejects(startTestGateway({ keys, authorization: { rules: [] } }), /key "leaky" is extractable and not sensitive: its private part could leave the HSM/);
+    const warnings: string[] = [];
+    const logger = new Logger('warn');
+    logger.warn = (msg: string) => { warnings.push(msg); };
+    const gw = await startTestGateway({ keys, authorization: { rules: [] }, pkcs11: { allowExtractableKeys: true } }, logger);
+    try {
+      assert.deepEqual(warnings.filter((w) => w.includes('leaky')), ['key "leaky" is extractable and not sensitive; accepted because pkcs11.allowExtractableKeys is true']);
+    } finally {
+      await gw.stop();
+    }
+  });
+});

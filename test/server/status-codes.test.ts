@@ -7,6 +7,7 @@ import { credentials, status, Metadata } from '@grpc/grpc-js';
 import { SignatureAlgorithm, SignerClient, type SignRequest } from '../../proto/generated/hsmgateway/v1/signer';
 import { GatewayClientError } from '../../client/gateway-client-error';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
+import { parsePrometheusText, sampleValue } from '../support/prometheus-text';
 
 /** Sends a raw SignRequest and returns the exact gRPC status code and message. */
 function rawSign(gw: TestGateway, req: Partial<SignRequest>, identity: Parameters<TestGateway['rawClient']>[0] = 'dev'): Promise<{ code: number; details: string }> {
@@ -135,6 +136,13 @@ describe('status codes', () => {
       assert.ok(err, 'a TLS 1.2 handshake must not complete');
       assert.match(err.message, /protocol version|alert/i);
     });
+  });
+
+  it('refused handshakes are counted by reason in /metrics', async () => {
+    const m = parsePrometheusText(await (await fetch(gw.metricsUrl)).text());
+    const reasons = m.samples.filter((x) => x.name === 'hsmgw_tls_handshake_failures_total').map((x) => `${x.labels.reason}=${x.value}`);
+    assert.ok(sampleValue(m, 'hsmgw_tls_handshake_failures_total', { reason: 'protocol_version' }) >= 1, reasons.join(','));
+    assert.ok(sampleValue(m, 'hsmgw_tls_handshake_failures_total', { reason: 'no_client_certificate' }) >= 1, reasons.join(','));
   });
 
   it('after all those refusals the gateway still serves valid requests', async () => {

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { webcrypto } from 'node:crypto';
+import * as pkcs11js from 'pkcs11js';
 import { ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
 import { createCertificateAuthority, issueLeaf, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
 import { HsmModule } from '../../server/pkcs11/hsm-module';
@@ -22,6 +23,21 @@ export const EXTRA_KEYS: ReadonlyArray<{ name: string; spec: KeySpec }> = [
   // A second P-256 key: signatures that are valid, but by the wrong key (negative controls).
   { name: 'alt-ec', spec: 'ec-p256' },
 ];
+
+/** On the token but in no default config: extractable and not sensitive. */
+export const EXTRACTABLE_KEY = 'test-extractable';
+
+function generateExtractableKey(module: HsmModule, session: Buffer, label: string): void {
+  const id = Buffer.from(label);
+  module.p11.C_GenerateKeyPair(session, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, [
+    { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_LABEL, value: label }, { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_VERIFY, value: true }, { type: pkcs11js.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') },
+  ], [
+    { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_LABEL, value: label }, { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SIGN, value: true },
+    { type: pkcs11js.CKA_SENSITIVE, value: false }, { type: pkcs11js.CKA_EXTRACTABLE, value: true },
+  ]);
+}
 
 export const IDENTITIES = {
   dev: 'spiffe://hsm-gateway.dev/proxy',
@@ -85,6 +101,8 @@ async function prepare(): Promise<TestEnvironment> {
     for (const { name, spec } of EXTRA_KEYS) {
       if (!findPrivateKeyByLabel(module, session, name)) generateSigningKey(module, session, name, spec);
     }
+    // A key whose private part could leave the token: the gateway must refuse it by default.
+    if (!findPrivateKeyByLabel(module, session, EXTRACTABLE_KEY)) generateExtractableKey(module, session, EXTRACTABLE_KEY);
     module.closeSession(session);
   } finally {
     module.finalize();

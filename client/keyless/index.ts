@@ -7,7 +7,9 @@
 //   tls.connect({ cert: clientCertPem, key: bridge.keyPem('client', clientSpki), ... });  // mTLS upstream
 //
 // The handshake thread is blocked for one signer round trip per full handshake (at
-// most signTimeoutMs); resumed sessions need no signature. Measured here: +1 ms round
+// most signTimeoutMs); resumed sessions need no signature. Opt-in `nonBlocking: true`
+// pauses server handshakes instead (docs/NON-BLOCKING.md; relies on Node internals,
+// checked at start-up with a fallback to blocking). Measured here: +1 ms round
 // trip ~0.85x, +5 ms ~0.55x of the stock handshake rate per process. TLS 1.2 static-RSA cipher suites cannot work (no decryption)
 // and fail with a readable error. On Node <= 22, do not read `asymmetricKeyDetails`
 // of a KeyObject made from a keyless PEM (Node asserts on provider-only EC keys).

@@ -77,7 +77,7 @@ export class KeylessMetrics {
     });
     const resumed: Counter<string> = new Counter({
       name: 'hsmgw_keyless_async_jobs_resumed_total',
-      help: 'Paused handshake jobs resumed from the main loop with their answer, error or timeout',
+      help: 'Paused handshake jobs resumed from the main loop with their answer, error or timeout (not counting cancelled ones)',
       registers: [this.registry],
       collect: () => add(resumed, 'resumed', sources.stats().resumed),
     });

@@ -72,7 +72,7 @@ export async function nonBlockingSelfCheck(addon: KeylessAddon, hooks: TlsHooks)
     const why = error instanceof Error ? error.message : String(error);
     const internals = hooks.missingHandleMethods ? '; the TLSWrap handle lacks certCbDone/enableCertCb/newSessionDone/destroySSL' : '';
     const server = serverErrors.length > 0 ? ` (server: ${serverErrors[0]})` : '';
-    return `loopback self-check failed: ${why}${server}${internals}`;
+    return `loopback self-check failed: ${why}${server}${internals}`.replace(/\s+/g, ' ').trim();
   } finally {
     clearTimeout(timer);
     server?.close();

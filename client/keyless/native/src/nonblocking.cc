@@ -457,7 +457,7 @@ bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* 
   }
   if (paused) {
     g_stats.paused_now--;
-    g_stats.resumed++;
+    if (!conn->cancelled) g_stats.resumed++;  // cancelled ones are counted by Release()
   }
   conn->sign = nullptr;
   LeaveAsyncMode(conn);

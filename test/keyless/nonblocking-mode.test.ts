@@ -1,0 +1,289 @@
+// Non-blocking mode: the event loop runs while signatures are in flight, the hooks
+// Node would run JavaScript from are safe (SNICallback, 'OCSPRequest', 'keylog') or
+// refused (ALPNCallback, pskCallback), everything else falls back to blocking, and
+// the self-check falls back with one warning line.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import * as tls from 'node:tls';
+
+import { resolveClientOptions } from '../../client/gateway-client-options';
+import { loadKeylessAddon, type NonBlockingStats } from '../../client/keyless/keyless-addon';
+import { KeylessBridge } from '../../client/keyless/keyless-bridge';
+import { type Pki, type TestServer, TEST_SIGNER, nodeHandshake, sClient, startServer, tempFile, takeLog, testPki } from './support/keyless-kit';
+
+const DELAY_MS = 150;
+const CONCURRENT = 12;
+const FALLBACK_CHILD = path.join(__dirname, 'support', 'nonblocking-fallback-child.js');
+
+function stats(): NonBlockingStats {
+  return loadKeylessAddon().nonBlockingStats();
+}
+
+/** Runs `work` while measuring the longest gap between 5 ms timer ticks (event-loop stalls). */
+async function longestStall<T>(work: () => Promise<T>): Promise<{ result: T; stallMs: number }> {
+  let last = performance.now();
+  let stallMs = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    stallMs = Math.max(stallMs, now - last);
+    last = now;
+  }, 5);
+  try {
+    const result = await work();
+    return { result, stallMs };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** A TLS server (no SNI) answering "ok" with one secure context. */
+async function plainServer(options: tls.TlsOptions, setup: (server: tls.Server) => void = () => undefined): Promise<{ server: tls.Server; port: number; errors: string[] }> {
+  const errors: string[] = [];
+  const server = tls.createServer(options, (socket) => socket.end('ok\n'));
+  server.on('tlsClientError', (error) => errors.push(error.message));
+  setup(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, errors };
+}
+
+function closeServer(server: tls.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+describe('keyless non-blocking mode', () => {
+  let pki: Pki;
+  let nonBlocking: KeylessBridge;
+  let blocking: KeylessBridge;
+  let log: string;
+
+  before(async () => {
+    pki = testPki();
+    log = tempFile('keyless-nb-log');
+    const keys = {
+      ec256: { keyFile: pki.leaves.ec256.keyFile },
+      rsa2048: { keyFile: pki.leaves.rsa2048.keyFile },
+      slow: { keyFile: pki.leaves.ec256.keyFile, delayMs: DELAY_MS },
+      client: { keyFile: pki.leaves.client.keyFile },
+    };
+    nonBlocking = await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys, logFile: log }, nonBlocking: true });
+    blocking = await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys } });
+  });
+
+  after(async () => {
+    await nonBlocking?.close();
+    await blocking?.close();
+  });
+
+  function credentials(bridge: KeylessBridge, key: 'ec256' | 'rsa2048' | 'slow'): { key: string; cert: string } {
+    const leaf = key === 'rsa2048' ? pki.leaves.rsa2048 : pki.leaves.ec256;
+    return { key: bridge.keyPem(key, leaf.spki), cert: leaf.certPem };
+  }
+
+  function context(bridge: KeylessBridge, key: 'ec256' | 'rsa2048' | 'slow', extra: tls.SecureContextOptions = {}): tls.SecureContext {
+    return tls.createSecureContext({ ...credentials(bridge, key), ...extra });
+  }
+
+  test('the self-check passed and the bridge runs in non-blocking mode; the default stays blocking', () => {
+    assert.equal(nonBlocking.nonBlocking, true);
+    assert.equal(blocking.nonBlocking, false);
+  });
+
+  test('options are validated with errors naming the option', async () => {
+    await assert.rejects(KeylessBridge.start({ signerModule: TEST_SIGNER, nonBlocking: 'yes' as unknown as boolean }), /option nonBlocking must be a boolean/);
+    const base = { endpoints: ['127.0.0.1:1'], ca: pki.caPem, cert: pki.leaves.client.certPem, key: pki.leaves.client.keyPem };
+    assert.equal(resolveClientOptions(base).keylessNonBlocking, false);
+    assert.equal(resolveClientOptions({ ...base, keylessNonBlocking: true }).keylessNonBlocking, true);
+    assert.throws(() => resolveClientOptions({ ...base, keylessNonBlocking: 1 as unknown as boolean }), /option "keylessNonBlocking" must be a boolean/);
+  });
+
+  test(`the event loop keeps running while ${CONCURRENT} signatures of ${DELAY_MS} ms are in flight (blocking control stalls)`, async () => {
+    for (const [bridge, expectAsync] of [[nonBlocking, true], [blocking, false]] as const) {
+      const server = await startServer({ 'slow.test': context(bridge, 'slow') });
+      try {
+        const started = Date.now();
+        const { result, stallMs } = await longestStall(() => Promise.all(Array.from({ length: CONCURRENT }, () => nodeHandshake(pki, server.port, 'slow.test', { checkServerIdentity: () => undefined }))));
+        const elapsed = Date.now() - started;
+        assert.deepEqual(result.map((handshake) => handshake.error?.message), Array(CONCURRENT).fill(undefined));
+        if (expectAsync) {
+          assert.ok(stallMs < DELAY_MS * 2 / 3, `event loop stalled ${stallMs.toFixed(0)} ms`);
+          assert.ok(elapsed < CONCURRENT * DELAY_MS / 2, `took ${elapsed} ms`);
+        } else {
+          // The probe can fail: the blocking bridge stops the loop for each signature.
+          assert.ok(stallMs >= DELAY_MS * 0.9, `blocking control stalled only ${stallMs.toFixed(0)} ms`);
+        }
+      } finally {
+        await server.close();
+      }
+    }
+  });
+
+  test('SNICallback, synchronous and asynchronous, is safe: the handshake is async', async () => {
+    const contexts = { 'ec256.test': context(nonBlocking, 'ec256') };
+    const before = stats();
+    const sync = await startServer(contexts);
+    const asyncServer = await plainServer({
+      SNICallback: (name, callback) => setTimeout(() => callback(null, contexts[name as 'ec256.test']), 10),
+    });
+    try {
+      assert.equal((await nodeHandshake(pki, sync.port, 'ec256.test')).authorized, true);
+      assert.equal((await nodeHandshake(pki, asyncServer.port, 'ec256.test')).authorized, true);
+    } finally {
+      await sync.close();
+      await closeServer(asyncServer.server);
+    }
+    const after = stats();
+    assert.equal(after.asyncSigns - before.asyncSigns, 2);
+    assert.equal(after.blockingSigns - before.blockingSigns, 0);
+  });
+
+  test("the 'OCSPRequest' event is safe: the stapled response arrives and the handshake is async", async () => {
+    const before = stats();
+    const staple = Buffer.from('test OCSP response');
+    let requests = 0;
+    const { server, port } = await plainServer(credentials(nonBlocking, 'ec256'), (s) => s.on('OCSPRequest', (_cert: Buffer, _issuer: Buffer, callback: (error: Error | null, response: Buffer) => void) => {
+      requests++;
+      setImmediate(() => callback(null, staple));
+    }));
+    try {
+      const response = await new Promise<Buffer | null>((resolve, reject) => {
+        let ocsp: Buffer | null = null;
+        const options: tls.ConnectionOptions & { requestOCSP: boolean } = { host: '127.0.0.1', port, servername: 'ec256.test', ca: pki.caPem, requestOCSP: true };
+        const socket = tls.connect(options);
+        socket.on('OCSPResponse', (buffer: Buffer) => { ocsp = buffer; });
+        socket.once('secureConnect', () => { socket.end(); resolve(ocsp); });
+        socket.once('error', reject);
+      });
+      assert.equal(requests, 1);
+      assert.deepEqual(response, staple);
+    } finally {
+      await closeServer(server);
+    }
+    assert.equal(stats().asyncSigns - before.asyncSigns, 1);
+  });
+
+  test("'keylog' is safe: lines written inside the job are replayed from the loop", async () => {
+    const before = stats();
+    const lines: string[] = [];
+    const { server, port } = await plainServer(credentials(nonBlocking, 'ec256'), (s) => s.on('keylog', (line: Buffer) => lines.push(line.toString())));
+    try {
+      for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+        assert.equal((await nodeHandshake(pki, port, 'ec256.test', { maxVersion })).authorized, true);
+      }
+    } finally {
+      await closeServer(server);
+    }
+    const labels = lines.map((line) => line.split(' ')[0]);
+    for (const label of ['SERVER_HANDSHAKE_TRAFFIC_SECRET', 'CLIENT_HANDSHAKE_TRAFFIC_SECRET', 'SERVER_TRAFFIC_SECRET_0', 'CLIENT_TRAFFIC_SECRET_0', 'CLIENT_RANDOM']) {
+      assert.ok(labels.includes(label), `keylog lines: ${labels.join(', ')}`);
+    }
+    const after = stats();
+    assert.equal(after.asyncSigns - before.asyncSigns, 2);
+    // TLS 1.3 derives its handshake and traffic secrets inside the job: those lines were deferred.
+    assert.ok(after.deferredEvents - before.deferredEvents >= 4, `deferred ${after.deferredEvents - before.deferredEvents}`);
+  });
+
+  test('ALPNCallback and pskCallback servers are refused: they sign blocking and still work', async () => {
+    const before = stats();
+    const alpn = await plainServer({ ...credentials(nonBlocking, 'ec256'), ALPNCallback: ({ protocols }) => protocols[0] });
+    const psk = await plainServer({ ...credentials(nonBlocking, 'ec256'), pskCallback: () => null });
+    try {
+      assert.equal((await nodeHandshake(pki, alpn.port, 'ec256.test', { ALPNProtocols: ['h2'] })).authorized, true);
+      assert.equal((await nodeHandshake(pki, psk.port, 'ec256.test')).authorized, true);
+    } finally {
+      await closeServer(alpn.server);
+      await closeServer(psk.server);
+    }
+    const after = stats();
+    assert.equal(after.asyncSigns - before.asyncSigns, 0);
+    assert.equal(after.blockingSigns - before.blockingSigns, 2);
+    const text = await nonBlocking.metrics.registry.metrics();
+    assert.match(text, /hsmgw_keyless_nonblocking_refused_connections_total\{reason="alpn_callback"\} [1-9]/);
+    assert.match(text, /hsmgw_keyless_nonblocking_refused_connections_total\{reason="psk_callback"\} [1-9]/);
+  });
+
+  test('a keyless client key (mTLS upstream) signs blocking, counted as a fallback', async () => {
+    const before = stats();
+    const server = await startServer({ 'rsa2048.test': context(blocking, 'rsa2048', { ca: pki.caPem }) }, { requestCert: true, rejectUnauthorized: true, ca: pki.caPem });
+    try {
+      const leaf = pki.leaves.client;
+      const handshake = await nodeHandshake(pki, server.port, 'rsa2048.test', { key: nonBlocking.keyPem('client', leaf.spki), cert: leaf.certPem });
+      assert.equal(handshake.error, undefined);
+      assert.equal(handshake.authorized, true);
+    } finally {
+      await server.close();
+    }
+    const after = stats();
+    assert.equal(after.blockingSigns - before.blockingSigns, 1);
+    assert.equal(after.notKeyless - before.notKeyless, 1, 'the server key belongs to a blocking bridge: that connection leaves async mode');
+  });
+
+  test('a blocking bridge and a PEM key in the same process are untouched', async () => {
+    const before = stats();
+    const server = await startServer({
+      'ec256.test': context(blocking, 'ec256'),
+      'ec256other.test': tls.createSecureContext({ key: pki.leaves.ec256other.keyPem, cert: pki.leaves.ec256other.certPem }),
+    });
+    try {
+      for (const name of ['ec256.test', 'ec256other.test']) {
+        const result = await sClient(pki, server.port, name, ['-tls1_3']);
+        assert.ok(result.ok, result.output);
+      }
+    } finally {
+      await server.close();
+    }
+    const after = stats();
+    assert.equal(after.asyncSigns - before.asyncSigns, 0);
+    assert.equal(after.blockingSigns - before.blockingSigns, 0);
+    assert.equal(after.notKeyless - before.notKeyless, 2);
+  });
+
+  test('resumed sessions (TLS 1.3 and 1.2) need no signature', async () => {
+    const server: TestServer = await startServer({ 'ec256.test': context(nonBlocking, 'ec256') });
+    try {
+      for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+        takeLog(log);
+        const session = await new Promise<Buffer>((resolve, reject) => {
+          const socket = tls.connect({ host: '127.0.0.1', port: server.port, servername: 'ec256.test', ca: pki.caPem, maxVersion });
+          socket.once('session', (data: Buffer) => { resolve(data); socket.end(); });
+          socket.once('error', reject);
+        });
+        const reused = await new Promise<boolean>((resolve, reject) => {
+          const socket = tls.connect({ host: '127.0.0.1', port: server.port, servername: 'ec256.test', ca: pki.caPem, maxVersion, session });
+          socket.once('secureConnect', () => { resolve(socket.isSessionReused()); socket.end(); });
+          socket.once('error', reject);
+        });
+        assert.equal(reused, true, maxVersion);
+        assert.deepEqual(takeLog(log), ['ec256 7'], `${maxVersion}: one signature for the full handshake only`);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('metrics count paused and resumed jobs and signatures by mode', async () => {
+    const text = await nonBlocking.metrics.registry.metrics();
+    for (const name of ['hsmgw_keyless_async_jobs_paused_total', 'hsmgw_keyless_async_jobs_resumed_total']) {
+      assert.match(text, new RegExp(`^${name} [1-9]`, 'm'));
+    }
+    assert.match(text, /^hsmgw_keyless_async_jobs_paused 0$/m);
+    assert.match(text, /hsmgw_keyless_nonblocking_signatures_total\{mode="async"\} [1-9]/);
+    assert.match(text, /hsmgw_keyless_nonblocking_signatures_total\{mode="blocking"\} [1-9]/);
+  });
+});
+
+test('when the self-check fails, the bridge falls back to blocking with one warning line', async () => {
+  testPki();
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = execFile(process.execPath, [FALLBACK_CHILD], { timeout: 20_000, encoding: 'utf8' }, (_error, out, err) => {
+      resolve({ code: child.exitCode, stdout: out, stderr: err });
+    });
+  });
+  assert.equal(code, 0, `${stdout}\n${stderr}`);
+  const warnings = stderr.split('\n').filter((line) => line !== '');
+  assert.equal(warnings.length, 1, stderr);
+  assert.match(warnings[0] ?? '', /^hsm-gateway keyless: non-blocking mode unavailable, using the blocking bridge: loopback self-check failed: .*the TLSWrap handle lacks certCbDone\/enableCertCb\/newSessionDone\/destroySSL$/);
+  assert.match(stdout, /nonBlocking=false handshakes=2 ok/);
+});

@@ -29,6 +29,7 @@ import { FaultController } from '../test/faulty-pkcs11/faulty-module';
 import { startFaultyGateway, type TestGateway } from '../test/support/test-gateway';
 import { parsePrometheusText, sampleValue } from '../test/support/prometheus-text';
 import { verifySignature } from '../test/support/signatures';
+import { Prng } from '../test/support/prng';
 
 export interface SoakOptions {
   seconds: number;
@@ -56,25 +57,6 @@ export interface SoakReport {
   violations: string[];
 }
 
-/** mulberry32, the same small seeded PRNG as the fuzz test. */
-class Prng {
-  private s: number;
-  constructor(seed: number) { this.s = seed >>> 0; }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number { return Math.floor(this.next() * n); }
-  pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]; }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
-}
 
 type Identity = 'dev' | 'ecOnly' | 'wildcard' | 'dnsOnly' | 'nobody';
 

@@ -31,6 +31,7 @@ import { ALL_TEST_KEYS, startTestGateway, type TestGateway } from '../support/te
 import { IDENTITIES } from '../support/test-environment';
 import { parsePrometheusText } from '../support/prometheus-text';
 import { hashFor, verifySignature } from '../support/signatures';
+import { Prng } from '../support/prng';
 
 const SEED = process.env.HSMGW_FUZZ_SEED !== undefined ? Number(process.env.HSMGW_FUZZ_SEED) : randomInt(2 ** 31);
 const MAX_MESSAGE = 1024;
@@ -40,26 +41,6 @@ const STREAM_COUNT = 1200;
 const SIGN = '/hsmgateway.v1.Signer/Sign';
 const SIGN_STREAM = '/hsmgateway.v1.Signer/SignStream';
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed exactly. */
-class Prng {
-  private s: number;
-  constructor(seed: number) { this.s = seed >>> 0; }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number { return Math.floor(this.next() * n); }
-  pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]; }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
-  u64(): bigint { return (BigInt(this.int(2 ** 32)) << 32n) | BigInt(this.int(2 ** 32)); }
-}
 
 type IdentityName = 'dev' | 'ecOnly' | 'wildcard' | 'dnsOnly' | 'nobody';
 const IDENTITY_NAMES: readonly IdentityName[] = ['dev', 'ecOnly', 'wildcard', 'dnsOnly', 'nobody'];

@@ -263,6 +263,53 @@ describe('keyless non-blocking mode', () => {
     }
   });
 
+  test('a HelloRetryRequest (TLS 1.3, key share for an unsupported group) completes in async mode', async () => {
+    const before = stats();
+    const { server, port } = await plainServer({ ...credentials(nonBlocking, 'ec256'), ecdhCurve: 'P-256' });
+    try {
+      const result = await sClient(pki, port, 'ec256.test', ['-tls1_3', '-groups', 'P-384:P-256', '-msg']);
+      assert.ok(result.ok, result.output);
+      assert.equal(result.output.match(/ClientHello/g)?.length, 2, 'the server asked for a second ClientHello');
+    } finally {
+      await closeServer(server);
+    }
+    assert.equal(stats().asyncSigns - before.asyncSigns, 1);
+  });
+
+  test('a TLS 1.2 renegotiation signs again, blocking (outside the first handshake)', async () => {
+    const before = stats();
+    const sockets: tls.TLSSocket[] = [];
+    const { server, port } = await plainServer({ ...credentials(nonBlocking, 'ec256'), maxVersion: 'TLSv1.2' }, (s) => {
+      // Keep the connection open (plainServer's handler ends it after writing): renegotiation needs it.
+      s.removeAllListeners('secureConnection');
+      s.on('secureConnection', (socket: tls.TLSSocket) => {
+        sockets.push(socket);
+        socket.on('data', () => undefined);
+      });
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const socket = tls.connect({ host: '127.0.0.1', port, servername: 'ec256.test', ca: pki.caPem, maxVersion: 'TLSv1.2' });
+        const timer = setTimeout(() => reject(new Error('renegotiation did not finish within 5 s')), 5000);
+        socket.once('error', reject);
+        socket.once('secureConnect', () => {
+          socket.renegotiate({ rejectUnauthorized: true }, (error) => {
+            clearTimeout(timer);
+            socket.end();
+            if (error !== null && error !== undefined) reject(error);
+            else resolve();
+          });
+        });
+      });
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await closeServer(server);
+    }
+    const after = stats();
+    assert.equal(after.asyncSigns - before.asyncSigns, 1);
+    assert.equal(after.blockingSigns - before.blockingSigns, 1);
+  });
+
   test('metrics count paused and resumed jobs and signatures by mode', async () => {
     const text = await nonBlocking.metrics.registry.metrics();
     for (const name of ['hsmgw_keyless_async_jobs_paused_total', 'hsmgw_keyless_async_jobs_resumed_total']) {

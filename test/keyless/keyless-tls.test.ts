@@ -181,8 +181,10 @@ describe('keyless TLS client (mTLS upstream)', () => {
       const exited = new Promise<number | null>((resolve) => serverProcess.on('exit', resolve));
       try {
         let handshake = await nodeHandshake(pki, port, 'ec256.test', { key: bridge.keyPem('client', leaf.spki), cert: leaf.certPem });
-        for (let i = 0; i < 100 && /ECONNREFUSED/.test(handshake.error?.message ?? ''); i++) {
-          await new Promise((resolve) => setTimeout(resolve, 30));
+        // s_server -brief says nothing when it listens: retry until it does (up to 15 s on a
+        // loaded machine; 3 s was not always enough).
+        for (let i = 0; i < 300 && /ECONNREFUSED/.test(handshake.error?.message ?? ''); i++) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
           handshake = await nodeHandshake(pki, port, 'ec256.test', { key: bridge.keyPem('client', leaf.spki), cert: leaf.certPem });
         }
         assert.equal(handshake.error, undefined);

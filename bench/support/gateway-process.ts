@@ -6,12 +6,14 @@
 import './bench-state';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { IDENTITIES, testEnvironment, REPO_ROOT, type TestEnvironment } from '../../test/support/test-environment';
 import { testConfigDocument, type TestGatewayOptions } from '../../test/support/test-gateway';
 import { memory, processCpuMicros, threadCpuMicros } from './proc-stats';
 import type { ServerCounters, ServerUnderTest } from './server-under-test';
+import { freePort } from '../../test/support/free-port';
+
+export { freePort };
 
 export interface GatewayProcessOptions extends TestGatewayOptions {
   /** Extra node flags for the gateway process (e.g. --cpu-prof). */
@@ -20,17 +22,6 @@ export interface GatewayProcessOptions extends TestGatewayOptions {
   logFile: string;
 }
 
-/** A free loopback TCP port (closed again before it is used: fine on an idle loopback). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** The embedded default's keys (server/bootstrap/embedded-default.ts). */
 export const BENCH_KEYS = ['dev-ec', 'dev-rsa'];

@@ -11,6 +11,7 @@ import { GatewayClient } from '../../client/gateway-client';
 import type { GatewayClientOptions } from '../../client/gateway-client-options';
 import { REPO_ROOT, testEnvironment, type TestEnvironment } from './test-environment';
 import { testConfigDocument, type TestGatewayOptions } from './test-gateway';
+import { freePort } from './free-port';
 
 const CLI = path.join(REPO_ROOT, 'bin', 'hsm-gateway.js');
 
@@ -38,17 +39,6 @@ export interface GatewayProcess {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const net = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 export async function startGatewayProcess(options: TestGatewayOptions & { extraEnv?: Record<string, string> } = {}): Promise<GatewayProcess> {
   const env = await testEnvironment();

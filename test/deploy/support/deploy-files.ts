@@ -1,11 +1,13 @@
 /** Paths of the deployment artifacts and small helpers shared by the test/deploy tests. */
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO_ROOT } from '../../support/test-environment';
 import { parsePrometheusText } from '../../support/prometheus-text';
+import { freePort } from '../../support/free-port';
+
+export { freePort };
 
 export { REPO_ROOT };
 export const DEPLOY = path.join(REPO_ROOT, 'deploy');
@@ -40,17 +42,6 @@ export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `hsmgw-${prefix}-`));
 }
 
-/** A free loopback TCP port (bound, then released for the caller). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Polls fn until it returns a value other than undefined, or throws after timeoutMs. */
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000, intervalMs = 100): Promise<T> {

@@ -1,4 +1,6 @@
 /** Options of GatewayClient, validated in one place with errors that name the option. */
+import { resolveKeylessMode, type KeylessMode } from './keyless/keyless-options';
+
 export interface GatewayClientOptions {
   /** One or more gateway addresses, `host:port`. Calls fail over between them. */
   endpoints: string[];
@@ -23,14 +25,19 @@ export interface GatewayClientOptions {
   /** Keyless TLS: longest a handshake waits for its remote signature, ms. Default 2000. */
   keylessSignTimeoutMs?: number;
   /**
-   * Keyless TLS, opt-in: server handshakes pause instead of blocking the event loop while the
-   * gateway signs (docs/NON-BLOCKING.md). Relies on Node internals, checked at start-up (falls
-   * back to blocking with one warning line). Default false.
+   * Keyless TLS: how server handshakes wait for the gateway's signature (docs/NON-BLOCKING.md).
+   * 'auto' (default): the handshake pauses and the event loop keeps serving, with the signature
+   * sent from the event loop over this client's SignStream, when the start-up self-check passes;
+   * otherwise the blocking bridge, with one warning line. 'non-blocking': the same, but
+   * tlsCredentials() fails if the self-check does. 'blocking': the handshake thread waits for a
+   * signer worker thread.
    */
+  keylessMode?: KeylessMode;
+  /** Deprecated, use keylessMode: true is 'auto', false is 'blocking'. */
   keylessNonBlocking?: boolean;
 }
 
-export type ResolvedClientOptions = Required<Omit<GatewayClientOptions, 'serverName' | 'ca' | 'cert' | 'key'>> & {
+export type ResolvedClientOptions = Required<Omit<GatewayClientOptions, 'serverName' | 'ca' | 'cert' | 'key' | 'keylessNonBlocking'>> & {
   serverName?: string;
   ca: Buffer;
   cert: Buffer;
@@ -46,12 +53,6 @@ function pem(name: string, value: unknown): Buffer {
 function positive(name: string, value: number | undefined, fallback: number, min = 1): number {
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value < min) throw new TypeError(`GatewayClient: option "${name}" must be a number >= ${min}`);
-  return value;
-}
-
-function flag(name: string, value: boolean | undefined, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new TypeError(`GatewayClient: option "${name}" must be a boolean`);
   return value;
 }
 
@@ -71,7 +72,7 @@ export function resolveClientOptions(options: GatewayClientOptions): ResolvedCli
     keepaliveMs: positive('keepaliveMs', options.keepaliveMs, 30_000, 1000),
     keyCacheTtlMs: positive('keyCacheTtlMs', options.keyCacheTtlMs, 60_000, 0),
     keylessSignTimeoutMs: positive('keylessSignTimeoutMs', options.keylessSignTimeoutMs, 2000),
-    keylessNonBlocking: flag('keylessNonBlocking', options.keylessNonBlocking, false),
+    keylessMode: resolveKeylessMode(options.keylessMode, options.keylessNonBlocking, { mode: '"keylessMode"', nonBlocking: '"keylessNonBlocking"', owner: 'GatewayClient:' }),
     serverName: options.serverName,
   };
 }

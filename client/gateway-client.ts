@@ -108,22 +108,41 @@ export class GatewayClient {
   }
 
   /** Healthy endpoints in round-robin order, then the ones marked down (soonest back first). */
-  private endpointOrder(): Endpoint[] {
+  private endpointOrder(start: number): Endpoint[] {
     const now = performance.now();
-    const start = this.next++ % this.endpoints.length;
     const rotated = [...this.endpoints.slice(start), ...this.endpoints.slice(0, start)];
     const up = rotated.filter((e) => e.downUntil <= now);
     const down = rotated.filter((e) => e.downUntil > now).sort((a, b) => a.downUntil - b.downUntil);
     return [...up, ...down];
   }
 
+  /** endpointOrder(start)[0], without building the order (the path of every call). */
+  private firstEndpoint(start: number): Endpoint {
+    const now = performance.now();
+    const count = this.endpoints.length;
+    let soonest = this.endpoints[start];
+    for (let i = 0; i < count; i++) {
+      const endpoint = this.endpoints[(start + i) % count];
+      if (endpoint.downUntil <= now) return endpoint;
+      if (endpoint.downUntil < soonest.downUntil) soonest = endpoint;
+    }
+    return soonest;
+  }
+
   /** Runs a call with failover: UNAVAILABLE moves on to the next endpoint after a backoff. */
   protected async withFailover<T>(call: (client: SignerClient, deadline: Date, endpoint: Endpoint) => Promise<T>): Promise<T> {
-    const order = this.endpointOrder();
+    const start = this.next++ % this.endpoints.length;
+    let order: Endpoint[] | undefined;  // built only for a retry
     let lastError: GatewayClientError | undefined;
     for (let attempt = 0; attempt <= this.options.maxRetries; attempt++) {
-      const endpoint = order[attempt % order.length];
-      if (attempt > 0) await sleep(Math.min(this.options.retryBackoffMs * 2 ** (attempt - 1), 1000));
+      let endpoint: Endpoint;
+      if (attempt === 0) {
+        endpoint = this.firstEndpoint(start);
+      } else {
+        order ??= this.endpointOrder(start);
+        endpoint = order[attempt % order.length];
+        await sleep(Math.min(this.options.retryBackoffMs * 2 ** (attempt - 1), 1000));
+      }
       try {
         const result = await call(endpoint.client, new Date(Date.now() + this.options.deadlineMs), endpoint);
         endpoint.failures = 0;
@@ -154,10 +173,10 @@ export class GatewayClient {
    * HTTP/2 stream setup). A broken stream fails its requests with UNAVAILABLE, which fails
    * them over to another endpoint like unary calls.
    */
-  async signStreamed(key: string, algorithm: SignatureAlgorithm | AlgorithmName, digest: Buffer): Promise<Buffer> {
+  async signStreamed(key: string, algorithm: SignatureAlgorithm | AlgorithmName, digest: Buffer, deadlineMs = this.options.deadlineMs): Promise<Buffer> {
     const alg = algorithmValue(algorithm);
     const input = alg === SignatureAlgorithm.ED25519 ? { $case: 'message' as const, value: digest } : { $case: 'digest' as const, value: digest };
-    return this.withFailover((_client, deadline, endpoint) => endpoint.stream.sign({ key, algorithm: alg, input }, deadline));
+    return this.withFailover((_client, _deadline, endpoint) => endpoint.stream.sign(key, alg, input, deadlineMs));
   }
 
   /** Signs a whole message; the gateway hashes it (capped at the gateway's message limit). */
@@ -226,20 +245,26 @@ export class GatewayClient {
     return (await this.keylessBridge()).metrics.registry;
   }
 
-  /** The bridge for this client's keyless keys, started on first use; its worker has its own GatewayClient. */
+  /**
+   * The bridge for this client's keyless keys, started on first use. In non-blocking mode the
+   * handshakes' signatures go out over this client's own SignStreams, from the event loop; the
+   * bridge's worker (blocking path) has a GatewayClient of its own, which connects on first use.
+   */
   private keylessBridge(): Promise<KeylessBridge> {
     this.bridge ??= (async () => {
       const o = this.options;
+      const deadlineMs = Math.min(o.deadlineMs, o.keylessSignTimeoutMs);
       // KeylessBridge loads the native addon only here, on first use.
       return KeylessBridge.start({
         signerModule: path.join(__dirname, 'gateway-remote-signer.js'),
         signerOptions: {
           endpoints: o.endpoints, ca: o.ca.toString(), cert: o.cert.toString(), key: o.key.toString(),
-          deadlineMs: Math.min(o.deadlineMs, o.keylessSignTimeoutMs), maxRetries: o.maxRetries, retryBackoffMs: o.retryBackoffMs,
+          deadlineMs, maxRetries: o.maxRetries, retryBackoffMs: o.retryBackoffMs,
           keepaliveMs: o.keepaliveMs, serverName: o.serverName,
         } satisfies GatewayClientOptions,
         signTimeoutMs: o.keylessSignTimeoutMs,
-        nonBlocking: o.keylessNonBlocking,
+        mode: o.keylessMode,
+        signer: { sign: (key, algorithm, digest) => this.signStreamed(key, algorithm, digest, deadlineMs) },
       });
     })();
     this.bridge.catch(() => { this.bridge = undefined; });

@@ -32,11 +32,15 @@ export interface KeylessAddon {
   detachWorker(): void;
   /** True while a signer worker is attached to the bridge (the TLS thread's view). */
   workerAttached(bridgeId: string): boolean;
+  /** The answer to a request; on the main thread a paused handshake resumes inside this call. */
   completeSign(requestId: number, error: string | null, signature: Uint8Array | null): void;
   drainSamples(): SignSample[];
   // ---- non-blocking mode (main thread; see nonblocking-hooks.ts) ----
-  /** Creates the main-loop function through which paused handshakes are resumed. */
-  enableNonBlocking(resume: (connId: number) => void): void;
+  /**
+   * Creates the main-loop function through which paused handshakes are resumed, and sets the
+   * function that receives their queued signatures once per loop turn (main-thread-signers.ts).
+   */
+  enableNonBlocking(resume: (connId: number) => void, dispatch: (batch: ReadonlyArray<string | number | Buffer>) => void): void;
   /** Around tls_wrap.wrap(): pairs the TLSWrap handle with the SSL created inside it. */
   beginWrap(): void;
   /** The connection id of the server SSL created since beginWrap(), or 0. */

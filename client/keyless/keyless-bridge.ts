@@ -1,9 +1,13 @@
 // KeylessBridge: TLS with a certificate whose private key lives elsewhere.
 //
-// The bridge owns a worker thread running a RemoteSigner. Keys it names (keyPem)
-// load through the stock `key:` option of tls/https; when OpenSSL needs the
-// handshake signature, the addon hands the digest to that worker and the TLS
-// thread waits (at most signTimeoutMs) for the answer.
+// Keys the bridge names (keyPem) load through the stock `key:` option of tls/https.
+// When OpenSSL needs the handshake signature:
+//  - non-blocking mode (the default where the self-check passes): the server
+//    handshake pauses, the addon hands the digest to the bridge's signer on this
+//    thread at the next event-loop turn, and the answer resumes the handshake;
+//  - blocking path (mode 'blocking', client connections, guarded connections): the
+//    addon hands the digest to the bridge's worker thread and the TLS thread waits
+//    (at most signTimeoutMs) for the answer.
 import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -11,12 +15,14 @@ import { Worker } from 'node:worker_threads';
 import { loadKeylessAddon, type KeylessAddon } from './keyless-addon';
 import { encodeKeylessKeyPem } from './keyless-key-pem';
 import { KeylessMetrics } from './keyless-metrics';
-import { validateKeylessBridgeOptions, type KeylessBridgeOptions, type ValidatedBridgeOptions } from './keyless-options';
+import { validateKeylessBridgeOptions, type KeylessBridgeOptions, type KeylessMode, type ValidatedBridgeOptions } from './keyless-options';
+import { MainThreadSigners } from './main-thread-signers';
 import { TlsHooks } from './nonblocking-hooks';
 import { nonBlockingSelfCheck } from './nonblocking-self-check';
+import { createSigner, type RemoteSigner } from './remote-signer';
 import type { BridgeToWorkerMessage, KeylessWorkerData, WorkerToBridgeMessage } from './keyless-worker';
 
-export type { KeylessBridgeOptions } from './keyless-options';
+export type { KeylessBridgeOptions, KeylessMode } from './keyless-options';
 export type { CreateRemoteSigner, RemoteSigner } from './remote-signer';
 
 const WORKER_SCRIPT = path.join(__dirname, 'keyless-worker.js');
@@ -26,10 +32,16 @@ const CLOSE_GRACE_MS = 5000;
 
 let processMetrics: KeylessMetrics | undefined;
 let processHooks: TlsHooks | undefined;
+let processSigners: MainThreadSigners | undefined;
 let selfCheck: Promise<string | undefined> | undefined;
 
+function signersFor(addon: KeylessAddon): MainThreadSigners {
+  processSigners ??= new MainThreadSigners(addon);
+  return processSigners;
+}
+
 function hooksFor(addon: KeylessAddon): TlsHooks {
-  processHooks ??= new TlsHooks(addon);
+  processHooks ??= new TlsHooks(addon, signersFor(addon));
   return processHooks;
 }
 
@@ -42,10 +54,10 @@ function metricsFor(addon: KeylessAddon): KeylessMetrics {
 }
 
 /**
- * Runs the non-blocking self-check once per process. True when the mode is usable;
- * otherwise one warning line and false (the bridge then blocks, as by default).
+ * Runs the non-blocking self-check once per process: undefined when the mode is usable,
+ * otherwise why not (the hooks are removed again and one warning line is written).
  */
-function enableNonBlockingMode(addon: KeylessAddon): Promise<boolean> {
+function nonBlockingUnavailable(addon: KeylessAddon): Promise<string | undefined> {
   selfCheck ??= (async () => {
     const hooks = hooksFor(addon);
     const failure = await nonBlockingSelfCheck(addon, hooks);
@@ -55,7 +67,16 @@ function enableNonBlockingMode(addon: KeylessAddon): Promise<boolean> {
     }
     return failure;
   })();
-  return selfCheck.then((failure) => failure === undefined);
+  return selfCheck;
+}
+
+/** Whether a bridge of `mode` gets the non-blocking mode; throws if 'non-blocking' cannot have it. */
+async function nonBlockingFor(addon: KeylessAddon, mode: KeylessMode): Promise<boolean> {
+  if (mode === 'blocking') return false;
+  const failure = await nonBlockingUnavailable(addon);
+  if (failure === undefined) return true;
+  if (mode === 'non-blocking') throw new Error(`keyless: mode 'non-blocking' is unavailable in this process: ${failure}`);
+  return false;
 }
 
 export class KeylessBridge {
@@ -71,29 +92,52 @@ export class KeylessBridge {
   private restartTimer: NodeJS.Timeout | undefined;
   private readyWaiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
 
+  /** The signer of the non-blocking mode, on this thread; closed with the bridge if the bridge made it. */
+  private mainSigner: { signer: RemoteSigner; owned: boolean } | undefined;
+  private started = false;
+
   private constructor(
     private readonly addon: KeylessAddon,
     private readonly options: ValidatedBridgeOptions,
-    /** True when server handshakes with this bridge's keys pause instead of blocking (option nonBlocking, self-check passed). */
+    /** True when server handshakes with this bridge's keys pause instead of blocking (mode 'auto' or 'non-blocking', self-check passed). */
     readonly nonBlocking: boolean,
   ) {
     this.metrics = metricsFor(addon);
   }
 
-  /** Loads the addon (once per process) and starts the signer worker. */
+  /** The mode this bridge got: 'non-blocking' or 'blocking'. */
+  get mode(): Exclude<KeylessMode, 'auto'> {
+    return this.nonBlocking ? 'non-blocking' : 'blocking';
+  }
+
+  /**
+   * Loads the addon (once per process), runs the non-blocking self-check (once per process)
+   * unless mode is 'blocking', and starts the signers: the worker for the blocking path and, in
+   * non-blocking mode, the signer on this thread.
+   */
   static async start(options: KeylessBridgeOptions): Promise<KeylessBridge> {
     const validated = validateKeylessBridgeOptions(options);
     const addon = loadKeylessAddon();
-    const nonBlocking = validated.nonBlocking && (await enableNonBlockingMode(addon));
+    const nonBlocking = await nonBlockingFor(addon, validated.mode);
     const bridge = new KeylessBridge(addon, validated, nonBlocking);
     addon.createBridge(bridge.id, validated.signTimeoutMs, nonBlocking);
     try {
       await bridge.startWorker();
+      if (nonBlocking) await bridge.startMainSigner();
     } catch (error) {
-      addon.destroyBridge(bridge.id);
+      await bridge.close();
       throw error;
     }
+    bridge.started = true;
+    bridge.metrics.recordBridge(bridge.mode, 1);
     return bridge;
+  }
+
+  private async startMainSigner(): Promise<void> {
+    const given = this.options.signer;
+    const signer = given ?? (await createSigner(this.options.signerModule, this.options.signerOptions));
+    this.mainSigner = { signer, owned: given === undefined };
+    signersFor(this.addon).register(this.id, signer);
   }
 
   /**
@@ -126,7 +170,12 @@ export class KeylessBridge {
   private async shutdown(): Promise<void> {
     clearTimeout(this.restartTimer);
     this.addon.destroyBridge(this.id);
+    signersFor(this.addon).unregister(this.id);
+    if (this.started) this.metrics.recordBridge(this.mode, -1);
     for (const waiter of this.readyWaiters.splice(0)) waiter.reject(new Error('keyless: bridge is closed'));
+    const main = this.mainSigner;
+    this.mainSigner = undefined;
+    if (main?.owned === true) await Promise.resolve().then(() => main.signer.close?.()).catch(() => undefined);
     const worker = this.worker;
     this.worker = undefined;
     if (worker === undefined) return;

@@ -24,6 +24,7 @@ export class KeylessMetrics {
   private readonly signDuration: Histogram<'key' | 'result'>;
   private readonly failures: Counter<'key' | 'reason'>;
   private readonly workerExits: Counter<'reason'>;
+  private readonly bridges: Gauge<'mode'>;
   private readonly counted = new Map<string, number>();
 
   constructor(private readonly drain: () => SignSample[], nonBlocking?: NonBlockingSources) {
@@ -37,7 +38,7 @@ export class KeylessMetrics {
     });
     this.signDuration = new Histogram({
       name: 'hsmgw_keyless_sign_duration_seconds',
-      help: 'Time the TLS thread was blocked waiting for a remote signature, including the worker queue',
+      help: 'Time from the handshake asking for a remote signature to the answer: time the TLS thread was blocked (blocking path) or the handshake was paused (non-blocking mode)',
       labelNames: ['key', 'result'],
       buckets: LATENCY_BUCKETS,
       registers: [this.registry],
@@ -54,6 +55,12 @@ export class KeylessMetrics {
       name: 'hsmgw_keyless_signer_worker_exits_total',
       help: 'Signer worker threads that stopped unexpectedly (each is restarted)',
       labelNames: ['reason'],
+      registers: [this.registry],
+    });
+    this.bridges = new Gauge({
+      name: 'hsmgw_keyless_bridges',
+      help: 'Keyless bridges started in this process, by the mode they got (non-blocking, or blocking: asked for or after a failed self-check)',
+      labelNames: ['mode'],
       registers: [this.registry],
     });
     setInterval(collect, DRAIN_INTERVAL_MS).unref();
@@ -116,6 +123,11 @@ export class KeylessMetrics {
         for (const [reason, count] of sources.refusals()) add(refused, 'refused', count, { reason });
       },
     });
+  }
+
+  /** A bridge started (+1) or closed (-1). */
+  recordBridge(mode: 'non-blocking' | 'blocking', delta: 1 | -1): void {
+    this.bridges.inc({ mode }, delta);
   }
 
   recordWorkerExit(reason: string): void {

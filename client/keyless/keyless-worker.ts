@@ -1,10 +1,9 @@
 // Entry point of a bridge's signer worker thread. It owns the remote signer and
 // answers the sign requests that the addon hands over from the TLS thread.
 import { parentPort, workerData } from 'node:worker_threads';
-import { pathToFileURL } from 'node:url';
 
 import { loadKeylessAddon, type KeylessAddon } from './keyless-addon';
-import type { RemoteSigner } from './remote-signer';
+import { createSigner, type RemoteSigner } from './remote-signer';
 
 export interface KeylessWorkerData {
   bridgeId: string;
@@ -17,25 +16,6 @@ export type BridgeToWorkerMessage = { type: 'close' };
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function isRemoteSigner(value: unknown): value is RemoteSigner {
-  return typeof value === 'object' && value !== null && typeof (value as { sign?: unknown }).sign === 'function';
-}
-
-async function createSigner(data: KeylessWorkerData): Promise<RemoteSigner> {
-  const loaded: unknown = await import(pathToFileURL(data.signerModule).href);
-  // CommonJS modules imported from here expose their exports (also) as `default`.
-  const candidates = [loaded, (loaded as { default?: unknown }).default];
-  for (const candidate of candidates) {
-    const create = (candidate as { createRemoteSigner?: unknown } | undefined)?.createRemoteSigner;
-    if (typeof create === 'function') {
-      const signer: unknown = await (create as (options: unknown) => unknown)(data.signerOptions);
-      if (!isRemoteSigner(signer)) throw new Error(`createRemoteSigner() in ${data.signerModule} did not return an object with sign()`);
-      return signer;
-    }
-  }
-  throw new Error(`${data.signerModule} does not export createRemoteSigner(options)`);
 }
 
 function serve(addon: KeylessAddon, signer: RemoteSigner, bridgeId: string): void {
@@ -61,7 +41,7 @@ async function main(port: NonNullable<typeof parentPort>): Promise<void> {
   let signer: RemoteSigner;
   const addon = loadKeylessAddon();
   try {
-    signer = await createSigner(data);
+    signer = await createSigner(data.signerModule, data.signerOptions);
     serve(addon, signer, data.bridgeId);
   } catch (error) {
     const message: WorkerToBridgeMessage = { type: 'failed', message: describe(error) };

@@ -12,9 +12,14 @@
 //    only the rest of the handshake runs in the job.
 //  - handle.newSessionDone() is TLSWrap::Cycle(): its SSL_read resumes a paused job.
 //  - handle.destroySSL() frees the SSL: a paused job is unwound first.
+//
+// certCbDone and destroySSL are replaced once, on the TLSWrap prototype, by shared
+// functions that act only on tracked handles (a connection id in a symbol slot):
+// nothing is allocated per connection but that id and a map entry.
 import * as tls from 'node:tls';
 
 import type { KeylessAddon } from './keyless-addon';
+import type { MainThreadSigners } from './main-thread-signers';
 
 /** What the mode needs from a server TLSWrap handle. */
 interface TlsWrapHandle {
@@ -22,6 +27,12 @@ interface TlsWrapHandle {
   enableCertCb(): void;
   newSessionDone(): void;
   destroySSL(): void;
+}
+
+/** A tracked handle: its connection id and its socket, in symbol slots. */
+interface TrackedHandle extends TlsWrapHandle {
+  [CONN_ID]?: number;
+  [SOCKET]?: InternalTlsSocket;
 }
 
 interface InternalTlsOptions {
@@ -36,11 +47,14 @@ interface InternalTlsSocket {
 }
 
 type WrapHandle = (this: InternalTlsSocket, ...args: unknown[]) => unknown;
+type HandleMethod = (this: TlsWrapHandle) => void;
 
 /** Why a server connection stays blocking. */
 export type RefusalReason = 'alpn_callback' | 'psk_callback' | 'internals_missing';
 
 const HANDLE_METHODS = ['certCbDone', 'enableCertCb', 'newSessionDone', 'destroySSL'] as const;
+const CONN_ID = Symbol('hsmgw.keyless.connId');
+const SOCKET = Symbol('hsmgw.keyless.socket');
 
 function isTlsWrapHandle(value: unknown): value is TlsWrapHandle {
   if (typeof value !== 'object' || value === null) return false;
@@ -52,9 +66,24 @@ function wrapHandlePrototype(): { _wrapHandle?: unknown } {
   return tls.TLSSocket.prototype as unknown as { _wrapHandle?: unknown };
 }
 
+/** The object of `handle`'s prototype chain that defines `name`. */
+function definingPrototype(handle: object, name: string): Record<string, unknown> | undefined {
+  for (let proto: object | null = Object.getPrototypeOf(handle); proto !== null; proto = Object.getPrototypeOf(proto)) {
+    if (Object.prototype.hasOwnProperty.call(proto, name)) return proto as Record<string, unknown>;
+  }
+  return undefined;
+}
+
 /** Undefined if the TLSSocket internal the hooks patch exists; otherwise what is missing. */
 export function missingSocketInternals(): string | undefined {
   return typeof wrapHandlePrototype()._wrapHandle === 'function' ? undefined : 'tls.TLSSocket.prototype._wrapHandle';
+}
+
+/** A method replaced on a prototype, to put back on uninstall. */
+interface Patched {
+  owner: Record<string, unknown>;
+  name: string;
+  original: unknown;
 }
 
 export class TlsHooks {
@@ -64,34 +93,48 @@ export class TlsHooks {
   missingHandleMethods = false;
 
   /** Armed handles, by connection id, until destroySSL. */
-  private readonly handles = new Map<number, TlsWrapHandle>();
-  private original: WrapHandle | undefined;
+  private readonly handles = new Map<number, TrackedHandle>();
+  /** Handles whose certificate callback is done, continued together on the next turn. */
+  private continuations: TrackedHandle[] = [];
+  private readonly patched: Patched[] = [];
+  private handleMethodsPatched = false;
+  private originalCertCbDone: HandleMethod | undefined;
 
-  constructor(private readonly addon: KeylessAddon) {}
+  constructor(
+    private readonly addon: KeylessAddon,
+    private readonly signers: MainThreadSigners,
+  ) {}
 
   get installed(): boolean {
-    return this.original !== undefined;
+    return this.patched.length > 0;
   }
 
   install(): void {
-    if (this.original !== undefined) return;
-    const proto = wrapHandlePrototype();
+    if (this.installed) return;
+    const proto = wrapHandlePrototype() as Record<string, unknown>;
     const original = proto._wrapHandle;
     if (typeof original !== 'function') throw new Error('keyless: tls.TLSSocket.prototype._wrapHandle is missing');
-    this.addon.enableNonBlocking((connId) => this.handles.get(connId)?.newSessionDone());
-    this.original = original as WrapHandle;
+    this.addon.enableNonBlocking(this.resume, this.signers.dispatch);
     const hooks = this;
-    proto._wrapHandle = function wrapHandle(this: InternalTlsSocket, ...args: unknown[]): unknown {
+    this.patch(proto, '_wrapHandle', function wrapHandle(this: InternalTlsSocket, ...args: unknown[]): unknown {
       return hooks.wrap(this, original as WrapHandle, args);
-    };
+    });
   }
 
-  /** Restores _wrapHandle; connections already armed finish normally. */
+  /** Restores what install() replaced; connections already armed finish normally. */
   uninstall(): void {
-    if (this.original === undefined) return;
-    wrapHandlePrototype()._wrapHandle = this.original;
-    this.original = undefined;
+    for (const { owner, name, original } of this.patched.splice(0).reverse()) owner[name] = original;
+    this.handleMethodsPatched = false;
   }
+
+  private patch(owner: Record<string, unknown>, name: string, replacement: unknown): void {
+    this.patched.push({ owner, name, original: owner[name] });
+    owner[name] = replacement;
+  }
+
+  private readonly resume = (connId: number): void => {
+    this.handles.get(connId)?.newSessionDone();
+  };
 
   private refuse(reason: RefusalReason): void {
     this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
@@ -118,39 +161,68 @@ export class TlsHooks {
     } finally {
       connId = this.addon.endWrap();
     }
-    if (connId !== 0) this.hook(socket, handle, connId);
+    if (connId !== 0) this.track(socket, handle, connId);
     return handle;
   }
 
-  private hook(socket: InternalTlsSocket, handle: unknown, connId: number): void {
-    if (!isTlsWrapHandle(handle)) {
+  private track(socket: InternalTlsSocket, handle: unknown, connId: number): void {
+    if (!isTlsWrapHandle(handle) || !this.patchHandleMethods(handle)) {
       this.addon.untrack(connId);
       this.missingHandleMethods = true;
       this.refuse('internals_missing');
       return;
     }
-    const { certCbDone, destroySSL } = handle;
-    let destroyed = false;
+    const tracked = handle as TrackedHandle;
+    tracked[CONN_ID] = connId;
+    tracked[SOCKET] = socket;
     handle.enableCertCb();
-    handle.certCbDone = (): void => {
-      // Node calls this from its certificate callback when SNICallback answers at
-      // once, i.e. inside SSL_read: continue from the loop instead, where the job
-      // can start. An asynchronous SNICallback just waits one more turn.
-      setImmediate(() => {
-        if (destroyed) return;
-        if (this.addon.arm(connId)) this.handles.set(connId, handle);
-        try {
-          certCbDone.call(handle);
-        } catch (error) {
-          socket.destroy(error instanceof Error ? error : new Error(String(error)));
-        }
-      });
-    };
-    handle.destroySSL = (): void => {
-      destroyed = true;
-      this.handles.delete(connId);
-      this.addon.release(connId);
-      destroySSL.call(handle);
-    };
   }
+
+  /** Replaces certCbDone and destroySSL on the TLSWrap prototype, once. */
+  private patchHandleMethods(handle: TlsWrapHandle): boolean {
+    if (this.handleMethodsPatched) return true;
+    const certOwner = definingPrototype(handle, 'certCbDone');
+    const destroyOwner = definingPrototype(handle, 'destroySSL');
+    if (certOwner === undefined || destroyOwner === undefined) return false;
+    const hooks = this;
+    const certCbDone = certOwner.certCbDone as HandleMethod;
+    const destroySSL = destroyOwner.destroySSL as HandleMethod;
+    this.originalCertCbDone = certCbDone;
+    // Node calls certCbDone from its certificate callback when SNICallback answers at
+    // once, i.e. inside SSL_read: continue from the loop instead, where the job can
+    // start. An asynchronous SNICallback just waits one more turn.
+    this.patch(certOwner, 'certCbDone', function certCbDoneLater(this: TrackedHandle): void {
+      if (this[CONN_ID] === undefined) return certCbDone.call(this);
+      if (hooks.continuations.push(this) === 1) setImmediate(hooks.continueAll);
+    });
+    this.patch(destroyOwner, 'destroySSL', function destroySSLAfterRelease(this: TrackedHandle): void {
+      const connId = this[CONN_ID];
+      if (connId !== undefined) {
+        this[CONN_ID] = undefined;
+        this[SOCKET] = undefined;
+        hooks.handles.delete(connId);
+        hooks.addon.release(connId);
+      }
+      destroySSL.call(this);
+    });
+    this.handleMethodsPatched = true;
+    return true;
+  }
+
+  /** Arms each waiting connection and continues its handshake, which starts its job. */
+  private readonly continueAll = (): void => {
+    const handles = this.continuations;
+    this.continuations = [];
+    const certCbDone = this.originalCertCbDone as HandleMethod;
+    for (const handle of handles) {
+      const connId = handle[CONN_ID];
+      if (connId === undefined) continue; // destroyed meanwhile
+      if (this.addon.arm(connId)) this.handles.set(connId, handle);
+      try {
+        certCbDone.call(handle);
+      } catch (error) {
+        handle[SOCKET]?.destroy(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+  };
 }

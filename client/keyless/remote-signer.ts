@@ -1,7 +1,9 @@
 // The contract between a keyless bridge and the code that talks to the signing service.
+import { pathToFileURL } from 'node:url';
 
 /**
- * Signs prehashed digests with remote keys. Lives in the bridge's worker thread.
+ * Signs prehashed digests with remote keys. A bridge has one in its worker thread (the
+ * blocking path) and, in non-blocking mode, one on the thread that owns the TLS servers.
  * `algorithm` is a SignatureAlgorithm number of proto/hsmgateway/v1/signer.proto
  * (RSA_PKCS1_SHA256=1 ... ECDSA_SHA512=9); ECDSA signatures are DER-encoded, RSA
  * signatures are modulus-sized.
@@ -26,3 +28,23 @@ export const SignatureAlgorithm = {
   ECDSA_SHA384: 8,
   ECDSA_SHA512: 9,
 } as const;
+
+export function isRemoteSigner(value: unknown): value is RemoteSigner {
+  return typeof value === 'object' && value !== null && typeof (value as { sign?: unknown }).sign === 'function';
+}
+
+/** Loads `signerModule` on the calling thread and creates its signer. */
+export async function createSigner(signerModule: string, signerOptions: unknown): Promise<RemoteSigner> {
+  const loaded: unknown = await import(pathToFileURL(signerModule).href);
+  // CommonJS modules imported from here expose their exports (also) as `default`.
+  const candidates = [loaded, (loaded as { default?: unknown }).default];
+  for (const candidate of candidates) {
+    const create = (candidate as { createRemoteSigner?: unknown } | undefined)?.createRemoteSigner;
+    if (typeof create === 'function') {
+      const signer: unknown = await (create as (options: unknown) => unknown)(signerOptions);
+      if (!isRemoteSigner(signer)) throw new Error(`createRemoteSigner() in ${signerModule} did not return an object with sign()`);
+      return signer;
+    }
+  }
+  throw new Error(`${signerModule} does not export createRemoteSigner(options)`);
+}

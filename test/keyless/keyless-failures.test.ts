@@ -1,5 +1,6 @@
 // When the remote signature does not come, the handshake fails at once with a
-// readable error and the server keeps serving.
+// readable error and the server keeps serving: in the default (non-blocking) mode,
+// and, for the signer worker's own failures, on the blocking path.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as tls from 'node:tls';
@@ -12,6 +13,7 @@ const TIMEOUT_MS = 400;
 describe('keyless failures', () => {
   let pki: Pki;
   let bridge: KeylessBridge;
+  let blockingBridge: KeylessBridge;
   let closedBridge: KeylessBridge;
   let server: TestServer;
 
@@ -24,15 +26,18 @@ describe('keyless failures', () => {
       hang: { keyFile: ec, behavior: 'hang' },
       slow: { keyFile: ec, delayMs: TIMEOUT_MS + 200 },
       error: { keyFile: ec, behavior: 'error' },
-      exit: { keyFile: ec, behavior: 'exit-worker' },
       oversize: { keyFile: rsa, behavior: 'oversize' },
     }, { signTimeoutMs: TIMEOUT_MS });
+    // The signer worker's failures: only the blocking path signs on the worker.
+    blockingBridge = await startBridge({ exit: { keyFile: ec, behavior: 'exit-worker' }, good: { keyFile: ec } }, { signTimeoutMs: TIMEOUT_MS, mode: 'blocking' });
     closedBridge = await startBridge({ good: { keyFile: ec } });
 
     const contexts: Record<string, tls.SecureContext> = {};
-    for (const name of ['good', 'hang', 'slow', 'error', 'exit', 'reentrant']) {
+    for (const name of ['good', 'hang', 'slow', 'error']) {
       contexts[`${name}.test`] = tls.createSecureContext({ key: bridge.keyPem(name, pki.leaves.ec256.spki), cert: pki.leaves.ec256.certPem });
     }
+    contexts['exit.test'] = tls.createSecureContext({ key: blockingBridge.keyPem('exit', pki.leaves.ec256.spki), cert: pki.leaves.ec256.certPem });
+    contexts['blocking-good.test'] = tls.createSecureContext({ key: blockingBridge.keyPem('good', pki.leaves.ec256.spki), cert: pki.leaves.ec256.certPem });
     contexts['oversize.test'] = tls.createSecureContext({ key: bridge.keyPem('oversize', pki.leaves.rsa2048.spki), cert: pki.leaves.rsa2048.certPem });
     contexts['closed.test'] = tls.createSecureContext({ key: closedBridge.keyPem('good', pki.leaves.ec256.spki), cert: pki.leaves.ec256.certPem });
     server = await startServer(contexts);
@@ -42,7 +47,9 @@ describe('keyless failures', () => {
   after(async () => {
     await server?.close();
     await bridge?.close();
+    await blockingBridge?.close();
   });
+
 
   /** A handshake that must fail; returns the server's error text and the time it took. */
   async function failingHandshake(name: string): Promise<{ serverError: string; ms: number }> {
@@ -55,8 +62,8 @@ describe('keyless failures', () => {
     return { serverError: server.clientErrors.slice(before).join('\n'), ms };
   }
 
-  async function assertServes(): Promise<void> {
-    const handshake = await nodeHandshake(pki, server.port, 'good.test', { checkServerIdentity: () => undefined });
+  async function assertServes(name = 'good'): Promise<void> {
+    const handshake = await nodeHandshake(pki, server.port, `${name}.test`, { checkServerIdentity: () => undefined });
     assert.equal(handshake.error, undefined);
     assert.equal(handshake.authorized, true);
   }
@@ -88,12 +95,13 @@ describe('keyless failures', () => {
     await assertServes();
   });
 
-  test('a dying worker fails the handshake at once; the bridge restarts it', async () => {
+  test('blocking path: a dying worker fails the handshake at once; the bridge restarts it', async () => {
     const { serverError, ms } = await failingHandshake('exit');
     assert.match(serverError, /keyless: signer worker stopped while signing with key 'exit'/);
     assert.ok(ms < TIMEOUT_MS, `took ${ms} ms`);
-    await bridge.whenSignerRunning();
-    assert.equal(bridge.signerRunning, true);
+    await blockingBridge.whenSignerRunning();
+    assert.equal(blockingBridge.signerRunning, true);
+    await assertServes('blocking-good');
     await assertServes();
   });
 
@@ -120,7 +128,8 @@ describe('keyless signing from the signer thread itself', () => {
     const probe = await startBridge({});
     const keylessPem = probe.keyPem('good', pki.leaves.ec256.spki);
     await probe.close();
-    const bridge = await startBridge({ reentrant: { keyFile: pki.leaves.ec256.keyFile, behavior: 'reentrant', keylessPem } }, { signTimeoutMs: 1500 });
+    // Blocking: only the blocking path signs on the worker thread.
+    const bridge = await startBridge({ reentrant: { keyFile: pki.leaves.ec256.keyFile, behavior: 'reentrant', keylessPem } }, { signTimeoutMs: 1500, mode: 'blocking' });
     const server = await startServer({
       'reentrant.test': tls.createSecureContext({ key: bridge.keyPem('reentrant', pki.leaves.ec256.spki), cert: pki.leaves.ec256.certPem }),
     });

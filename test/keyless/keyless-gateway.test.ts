@@ -24,6 +24,7 @@ function run(cmd: string, args: string[], input?: string, timeoutMs = 15_000): P
     const child = execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` });
     });
+    child.stdin?.on('error', () => undefined); // a command may exit without reading its input
     child.stdin?.end(input ?? '');
   });
 }

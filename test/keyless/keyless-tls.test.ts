@@ -6,7 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import * as tls from 'node:tls';
 
 import type { KeylessBridge } from '../../client/keyless/keyless-bridge';
+import { freePort } from '../support/free-port';
 import {
+  type NodeHandshake,
   type LeafName, type Pki, type TestServer,
   nodeHandshake, run, sClient, startBridge, startServer, takeLog, tempFile, testPki,
 } from './support/keyless-kit';
@@ -170,33 +172,56 @@ describe('keyless TLS client (mTLS upstream)', () => {
   for (const version of ['-tls1_2', '-tls1_3']) {
     test(`openssl s_server ${version} verifies the keyless client key's signature`, async () => {
       const leaf = pki.leaves.client;
-      const port = 20000 + Math.floor(Math.random() * 30000);
-      // s_server flushes its report when it exits (after one connection); its stdin
-      // stays open until then.
-      const serverProcess = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, version, '-cert', path.join(pki.dir, 'ec256.pem'),
-        '-key', pki.leaves.ec256.keyFile, '-Verify', '1', '-verify_return_error', '-CAfile', pki.caFile, '-naccept', '1', '-brief'], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let output = '';
-      serverProcess.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-      serverProcess.stderr.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-      const exited = new Promise<number | null>((resolve) => serverProcess.on('exit', resolve));
-      try {
-        let handshake = await nodeHandshake(pki, port, 'ec256.test', { key: bridge.keyPem('client', leaf.spki), cert: leaf.certPem });
-        // s_server -brief says nothing when it listens: retry until it does (up to 15 s on a
-        // loaded machine; 3 s was not always enough).
-        for (let i = 0; i < 300 && /ECONNREFUSED/.test(handshake.error?.message ?? ''); i++) {
-          await new Promise((resolve) => setTimeout(resolve, 50));
-          handshake = await nodeHandshake(pki, port, 'ec256.test', { key: bridge.keyPem('client', leaf.spki), cert: leaf.certPem });
-        }
-        assert.equal(handshake.error, undefined);
-        serverProcess.stdin.end();
-        assert.equal(await exited, 0, output);
-        assert.match(output, /Peer certificate: CN = client\.test/);
-        assert.match(output, /Signature type: ECDSA/);
-        assert.match(output, /Verification: OK/);
-      } finally {
-        serverProcess.kill();
-      }
+      // s_server -brief says nothing when it listens, and exits at once if its port was taken
+      // meanwhile: retry (with a new port after an early exit) for up to 15 s.
+      const deadline = Date.now() + 15_000;
+      let attempt: SServerAttempt;
+      do {
+        const port = await freePort();
+        attempt = await sServerHandshake(version, port, () => nodeHandshake(pki, port, 'ec256.test', { key: bridge.keyPem('client', leaf.spki), cert: leaf.certPem }), deadline);
+      } while (attempt.exitedEarly && Date.now() < deadline);
+      assert.equal(attempt.handshake?.error, undefined, attempt.output);
+      assert.equal(attempt.code, 0, attempt.output);
+      assert.match(attempt.output, /Peer certificate: CN = client\.test/);
+      assert.match(attempt.output, /Signature type: ECDSA/);
+      assert.match(attempt.output, /Verification: OK/);
     });
+  }
+
+  interface SServerAttempt {
+    port: number;
+    exitedEarly: boolean;
+    handshake?: NodeHandshake;
+    code: number | null;
+    output: string;
+  }
+
+  /** One `openssl s_server -naccept 1` on `port` verifying a client certificate, and one client handshake. */
+  async function sServerHandshake(version: string, port: number, connect: () => Promise<NodeHandshake>, deadline: number): Promise<SServerAttempt> {
+    const serverProcess = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, version, '-cert', path.join(pki.dir, 'ec256.pem'),
+      '-key', pki.leaves.ec256.keyFile, '-Verify', '1', '-verify_return_error', '-CAfile', pki.caFile, '-naccept', '1', '-brief'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    let exited = false;
+    serverProcess.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+    serverProcess.stderr.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+    serverProcess.stdin.on('error', () => undefined); // it may exit before reading its stdin
+    const exitCode = new Promise<number | null>((resolve) => serverProcess.on('exit', (code) => { exited = true; resolve(code); }));
+    const attempt: SServerAttempt = { port, exitedEarly: false, code: null, output: '' };
+    try {
+      let handshake = await connect();
+      while (/ECONNREFUSED/.test(handshake.error?.message ?? '') && !exited && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        handshake = await connect();
+      }
+      if (exited && handshake.error !== undefined) return { ...attempt, exitedEarly: true, code: await exitCode, output };
+      attempt.handshake = handshake;
+      serverProcess.stdin.end(); // s_server flushes its report when it exits (after one connection)
+      attempt.code = await exitCode;
+      attempt.output = output;
+      return attempt;
+    } finally {
+      serverProcess.kill();
+    }
   }
 
   test('the upstream rejects a client signature made with the wrong key', async () => {

@@ -66,25 +66,30 @@ test(`${ABORTS} clients aborting mid-signature: no crash, no paused job left, RS
     `non-blocking grew ${nonBlocking.growthMb.toFixed(1)} MB, stock ${stock.growthMb.toFixed(1)} MB`);
 });
 
-describe('non-blocking timeouts and worker restarts under load', () => {
+describe('default-mode timeouts and signer failures under load; worker restarts on the blocking path', () => {
   let pki: Pki;
   let bridge: KeylessBridge;
+  let blockingBridge: KeylessBridge;
   let server: TestServer;
 
   before(async () => {
     pki = testPki();
-    bridge = await KeylessBridge.start({ signerModule: SIGNER, signerOptions: { keyFile: pki.leaves.rsa2048.keyFile, delayMs: 10 }, signTimeoutMs: 150, nonBlocking: true });
-    assert.equal(bridge.nonBlocking, true);
+    const signerOptions = { keyFile: pki.leaves.rsa2048.keyFile, delayMs: 10 };
+    bridge = await KeylessBridge.start({ signerModule: SIGNER, signerOptions, signTimeoutMs: 150 });
+    assert.equal(bridge.mode, 'non-blocking');
+    blockingBridge = await KeylessBridge.start({ signerModule: SIGNER, signerOptions, signTimeoutMs: 1000, mode: 'blocking' });
     const contexts: Record<string, tls.SecureContext> = {};
-    for (const name of ['rsa2048', 'hang', 'exit']) {
-      contexts[`${name}.test`] = tls.createSecureContext({ key: bridge.keyPem(name, pki.leaves.rsa2048.spki), cert: pki.leaves.rsa2048.certPem });
-    }
+    const context = (owner: KeylessBridge, key: string): tls.SecureContext => tls.createSecureContext({ key: owner.keyPem(key, pki.leaves.rsa2048.spki), cert: pki.leaves.rsa2048.certPem });
+    for (const name of ['rsa2048', 'hang', 'throw']) contexts[`${name}.test`] = context(bridge, name);
+    contexts['blocking.test'] = context(blockingBridge, 'rsa2048');
+    contexts['exit.test'] = context(blockingBridge, 'exit');
     server = await startServer(contexts);
   });
 
   after(async () => {
     await server?.close();
     await bridge?.close();
+    await blockingBridge?.close();
   });
 
   test('100 handshakes whose signer hangs all time out together, not one after another', async () => {
@@ -104,22 +109,36 @@ describe('non-blocking timeouts and worker restarts under load', () => {
     assert.equal((await boundedHandshake(pki, server.port, 'rsa2048.test')).error, undefined);
   });
 
-  test('a signer worker dying under load: every handshake settles, the worker restarts, none stays paused', async () => {
+  test('a signer throwing under load: every handshake settles, the others succeed, none stays paused', async () => {
     const before = stats();
-    for (let round = 0; round < 3; round++) {
-      await bridge.whenSignerRunning();
-      const results = await Promise.all([
-        ...Array.from({ length: 20 }, () => boundedHandshake(pki, server.port, 'rsa2048.test')),
-        boundedHandshake(pki, server.port, 'exit.test'),
-      ]);
-      assert.notEqual(results[20]?.error, undefined, 'the handshake whose signature kills the worker fails');
-    }
-    await bridge.whenSignerRunning();
-    assert.equal((await boundedHandshake(pki, server.port, 'rsa2048.test')).error, undefined);
+    const results = await Promise.all([
+      ...Array.from({ length: 40 }, () => boundedHandshake(pki, server.port, 'rsa2048.test')),
+      ...Array.from({ length: 20 }, () => boundedHandshake(pki, server.port, 'throw.test')),
+    ]);
+    assert.deepEqual(results.slice(0, 40).map((result) => result.error?.message), Array(40).fill(undefined));
+    assert.equal(results.slice(40).filter((result) => result.error === undefined).length, 0);
     const after = stats();
     assert.equal(after.pausedNow, 0);
     assert.ok(after.resumed - before.resumed >= 60, `resumed ${after.resumed - before.resumed}`);
     const text = await bridge.metrics.registry.metrics();
+    assert.match(text, /hsmgw_keyless_sign_failures_total\{key="throw",reason="signer_error"\} 20/);
+  });
+
+  test('blocking path: a signer worker dying under load: every handshake settles, the worker restarts', async () => {
+    for (let round = 0; round < 3; round++) {
+      await blockingBridge.whenSignerRunning();
+      const results = await Promise.all([
+        ...Array.from({ length: 20 }, () => boundedHandshake(pki, server.port, 'blocking.test')),
+        ...Array.from({ length: 20 }, () => boundedHandshake(pki, server.port, 'rsa2048.test')),
+        boundedHandshake(pki, server.port, 'exit.test'),
+      ]);
+      assert.notEqual(results[40]?.error, undefined, 'the handshake whose signature kills the worker fails');
+      assert.deepEqual(results.slice(20, 40).map((result) => result.error?.message), Array(20).fill(undefined), 'the non-blocking handshakes do not depend on the worker');
+    }
+    await blockingBridge.whenSignerRunning();
+    assert.equal((await boundedHandshake(pki, server.port, 'blocking.test')).error, undefined);
+    assert.equal(stats().pausedNow, 0);
+    const text = await blockingBridge.metrics.registry.metrics();
     assert.match(text, /hsmgw_keyless_signer_worker_exits_total\{reason="exit"\} 3/);
     assert.match(text, /hsmgw_keyless_sign_failures_total\{key="exit",reason="worker_dead"\} 3/);
   });

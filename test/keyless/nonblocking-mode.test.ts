@@ -1,7 +1,9 @@
-// Non-blocking mode: the event loop runs while signatures are in flight, the hooks
-// Node would run JavaScript from are safe (SNICallback, 'OCSPRequest', 'keylog') or
-// refused (ALPNCallback, pskCallback), everything else falls back to blocking, and
-// the self-check falls back with one warning line.
+// Non-blocking mode (the default): the event loop runs while signatures are in flight,
+// the signatures are made by the signer on the event loop's thread (none by the worker),
+// those of one loop turn are dispatched together, the hooks Node would run JavaScript
+// from are safe (SNICallback, 'OCSPRequest', 'keylog') or refused (ALPNCallback,
+// pskCallback), everything else falls back to blocking, and the self-check falls back
+// with one warning line ('auto') or refuses to start ('non-blocking').
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
@@ -11,12 +13,25 @@ import * as tls from 'node:tls';
 
 import { resolveClientOptions } from '../../client/gateway-client-options';
 import { loadKeylessAddon, type NonBlockingStats } from '../../client/keyless/keyless-addon';
-import { KeylessBridge } from '../../client/keyless/keyless-bridge';
+import { KeylessBridge, type RemoteSigner } from '../../client/keyless/keyless-bridge';
+import { createRemoteSigner } from '../fixtures/keyless/test-signer';
 import { type Pki, type TestServer, TEST_SIGNER, nodeHandshake, sClient, startServer, tempFile, takeLog, testPki } from './support/keyless-kit';
 
 const DELAY_MS = 150;
 const CONCURRENT = 12;
 const FALLBACK_CHILD = path.join(__dirname, 'support', 'nonblocking-fallback-child.js');
+const CLIENTS_CHILD = path.join(__dirname, 'support', 'tls-clients-child.js');
+const HANDSHAKES_IN_ONE_TURN = 20;
+
+/** Full handshakes from another process, all started at once: 'ok' or the error, each. */
+function runClients(port: number, count: number): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLIENTS_CHILD, String(port), String(count), 'ec256.test'], { timeout: 30_000, encoding: 'utf8' }, (error, stdout, stderr) => {
+      if (error !== null) reject(new Error(`${error.message}\n${stderr}`));
+      else resolve(JSON.parse(stdout) as string[]);
+    });
+  });
+}
 
 function stats(): NonBlockingStats {
   return loadKeylessAddon().nonBlockingStats();
@@ -68,8 +83,8 @@ describe('keyless non-blocking mode', () => {
       slow: { keyFile: pki.leaves.ec256.keyFile, delayMs: DELAY_MS },
       client: { keyFile: pki.leaves.client.keyFile },
     };
-    nonBlocking = await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys, logFile: log }, nonBlocking: true });
-    blocking = await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys } });
+    nonBlocking = await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys, logFile: log } });
+    blocking = await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys }, mode: 'blocking' });
   });
 
   after(async () => {
@@ -86,17 +101,68 @@ describe('keyless non-blocking mode', () => {
     return tls.createSecureContext({ ...credentials(bridge, key), ...extra });
   }
 
-  test('the self-check passed and the bridge runs in non-blocking mode; the default stays blocking', () => {
+  test("the self-check passed: the default mode ('auto') is non-blocking, mode 'blocking' is blocking", () => {
     assert.equal(nonBlocking.nonBlocking, true);
+    assert.equal(nonBlocking.mode, 'non-blocking');
     assert.equal(blocking.nonBlocking, false);
+    assert.equal(blocking.mode, 'blocking');
   });
 
-  test('options are validated with errors naming the option', async () => {
+  test('options are validated with errors naming the option; the deprecated boolean maps to a mode', async () => {
     await assert.rejects(KeylessBridge.start({ signerModule: TEST_SIGNER, nonBlocking: 'yes' as unknown as boolean }), /option nonBlocking must be a boolean/);
+    await assert.rejects(KeylessBridge.start({ signerModule: TEST_SIGNER, mode: 'async' as unknown as 'auto' }), /option mode must be one of 'auto', 'non-blocking', 'blocking'/);
+    await assert.rejects(KeylessBridge.start({ signerModule: TEST_SIGNER, mode: 'blocking', nonBlocking: true }), /options mode \('blocking'\) and nonBlocking \(deprecated, true\) disagree/);
+    await assert.rejects(KeylessBridge.start({ signerModule: TEST_SIGNER, signer: {} as unknown as RemoteSigner }), /option signer must be an object with sign\(\)/);
     const base = { endpoints: ['127.0.0.1:1'], ca: pki.caPem, cert: pki.leaves.client.certPem, key: pki.leaves.client.keyPem };
-    assert.equal(resolveClientOptions(base).keylessNonBlocking, false);
-    assert.equal(resolveClientOptions({ ...base, keylessNonBlocking: true }).keylessNonBlocking, true);
-    assert.throws(() => resolveClientOptions({ ...base, keylessNonBlocking: 1 as unknown as boolean }), /option "keylessNonBlocking" must be a boolean/);
+    assert.equal(resolveClientOptions(base).keylessMode, 'auto');
+    assert.equal(resolveClientOptions({ ...base, keylessNonBlocking: true }).keylessMode, 'auto');
+    assert.equal(resolveClientOptions({ ...base, keylessNonBlocking: false }).keylessMode, 'blocking');
+    assert.equal(resolveClientOptions({ ...base, keylessMode: 'non-blocking' }).keylessMode, 'non-blocking');
+    assert.throws(() => resolveClientOptions({ ...base, keylessNonBlocking: 1 as unknown as boolean }), /GatewayClient: option "keylessNonBlocking" must be a boolean/);
+    assert.throws(() => resolveClientOptions({ ...base, keylessMode: 'fast' as unknown as 'auto' }), /GatewayClient: option "keylessMode" must be one of/);
+    assert.throws(() => resolveClientOptions({ ...base, keylessMode: 'non-blocking', keylessNonBlocking: false }), /disagree; set only "keylessMode"/);
+  });
+
+  test('the signatures are made by the signer on the event loop thread, none by the worker; one loop turn is one dispatch', async () => {
+    const workerLog = tempFile('keyless-nb-worker-log');
+    const calls: number[] = []; // the dispatch (synchronous run) each sign() call came in
+    let run = 0;
+    let inRun = false;
+    const keys = { ec256: { keyFile: pki.leaves.ec256.keyFile } };
+    const local = createRemoteSigner({ keys });
+    const signer: RemoteSigner = {
+      sign(keyName, algorithm, digest) {
+        if (!inRun) {
+          inRun = true;
+          run++;
+          queueMicrotask(() => { inRun = false; });
+        }
+        calls.push(run);
+        return local.sign(keyName, algorithm, digest);
+      },
+    };
+    const bridge = await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys, logFile: workerLog }, signer });
+    // An SNICallback that answers all the handshakes at once, when the last one arrives: their
+    // certificate callbacks finish in one turn, so their signatures are due in one turn too.
+    const context = tls.createSecureContext({ key: bridge.keyPem('ec256', pki.leaves.ec256.spki), cert: pki.leaves.ec256.certPem });
+    const waiting: Array<(error: Error | null, context: tls.SecureContext) => void> = [];
+    const { server, port } = await plainServer({
+      ...credentials(bridge, 'ec256'),
+      SNICallback: (_name, callback) => {
+        if (waiting.push(callback) === HANDSHAKES_IN_ONE_TURN) for (const answer of waiting.splice(0)) answer(null, context);
+      },
+    });
+    try {
+      const results = await runClients(port, HANDSHAKES_IN_ONE_TURN);
+      assert.deepEqual(results, Array(HANDSHAKES_IN_ONE_TURN).fill('ok'));
+    } finally {
+      await closeServer(server);
+      await bridge.close();
+    }
+    assert.equal(calls.length, HANDSHAKES_IN_ONE_TURN);
+    assert.deepEqual(takeLog(workerLog), [], 'the worker signed nothing');
+    const largest = Math.max(...[...new Set(calls)].map((r) => calls.filter((c) => c === r).length));
+    assert.equal(largest, HANDSHAKES_IN_ONE_TURN, `dispatches: ${JSON.stringify(calls)}`);
   });
 
   test(`the event loop keeps running while ${CONCURRENT} signatures of ${DELAY_MS} ms are in flight (blocking control stalls)`, async () => {
@@ -321,7 +387,7 @@ describe('keyless non-blocking mode', () => {
   });
 });
 
-test('when the self-check fails, the bridge falls back to blocking with one warning line', async () => {
+test("when the self-check fails, 'auto' bridges fall back to blocking with one warning line and 'non-blocking' ones refuse to start", async () => {
   testPki();
   const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const child = execFile(process.execPath, [FALLBACK_CHILD], { timeout: 20_000, encoding: 'utf8' }, (_error, out, err) => {
@@ -333,4 +399,5 @@ test('when the self-check fails, the bridge falls back to blocking with one warn
   assert.equal(warnings.length, 1, stderr);
   assert.match(warnings[0] ?? '', /^hsm-gateway keyless: non-blocking mode unavailable, using the blocking bridge: loopback self-check failed: .*the TLSWrap handle lacks certCbDone\/enableCertCb\/newSessionDone\/destroySSL$/);
   assert.match(stdout, /nonBlocking=false handshakes=2 ok/);
+  assert.match(stdout, /explicit non-blocking: keyless: mode 'non-blocking' is unavailable in this process: loopback self-check failed: /);
 });

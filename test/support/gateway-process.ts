@@ -57,7 +57,9 @@ export async function startGatewayProcess(options: TestGatewayOptions & { extraE
 
   const launch = (): Promise<void> => new Promise((resolve, reject) => {
     const started = out.length;
-    child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+    // HSMGW_GATEWAY_NODE: the node the gateway runs on when the tests run on another one
+    // (the gateway's pkcs11js is built for the Node that ran `npm ci`).
+    child = spawn(process.env['HSMGW_GATEWAY_NODE'] ?? process.execPath, [CLI, 'serve', '--config', configFile], {
       env: { ...process.env, HSMGW_CONFIG: '', ...options.extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

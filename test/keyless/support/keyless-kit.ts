@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 
-import { KeylessBridge } from '../../../client/keyless/keyless-bridge';
+import { KeylessBridge, type KeylessMode } from '../../../client/keyless/keyless-bridge';
 import type { TestKeyConfig, TestSignerOptions } from '../../fixtures/keyless/test-signer';
 
 export const TEST_SIGNER = path.resolve(__dirname, '..', '..', 'fixtures', 'keyless', 'test-signer.js');
@@ -89,12 +89,13 @@ export function tempFile(prefix: string): string {
   return path.join(fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`)), 'file');
 }
 
-export function startBridge(keys: Record<string, TestKeyConfig>, extra: { logFile?: string; signTimeoutMs?: number } = {}): Promise<KeylessBridge> {
+export function startBridge(keys: Record<string, TestKeyConfig>, extra: { logFile?: string; signTimeoutMs?: number; mode?: KeylessMode } = {}): Promise<KeylessBridge> {
   const signerOptions: TestSignerOptions = { keys, ...(extra.logFile !== undefined ? { logFile: extra.logFile } : {}) };
   return KeylessBridge.start({
     signerModule: TEST_SIGNER,
     signerOptions,
     ...(extra.signTimeoutMs !== undefined ? { signTimeoutMs: extra.signTimeoutMs } : {}),
+    ...(extra.mode !== undefined ? { mode: extra.mode } : {}),
   });
 }
 
@@ -148,6 +149,7 @@ export function run(command: string, args: string[], timeoutMs = 20_000): Promis
     const child = execFile(command, args, { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout, stderr) => {
       resolve({ ok: error === null, output: `${stdout}\n${stderr}` });
     });
+    child.stdin?.on('error', () => undefined); // a command may exit without reading its input
     child.stdin?.end();
   });
 }

@@ -68,7 +68,7 @@ async function main(mode: string, aborts: number): Promise<void> {
   let bridge: KeylessBridge | undefined;
   let key = leaf.keyPem;
   if (mode === 'nonblocking') {
-    bridge = await KeylessBridge.start({ signerModule: SIGNER, signerOptions: { keyFile: leaf.keyFile, delayMs: 250 }, nonBlocking: true });
+    bridge = await KeylessBridge.start({ signerModule: SIGNER, signerOptions: { keyFile: leaf.keyFile, delayMs: 250 } });
     if (!bridge.nonBlocking) throw new Error('non-blocking mode unavailable');
     key = bridge.keyPem('rsa2048', leaf.spki);
   }

@@ -1,6 +1,7 @@
 // Child of nonblocking-mode.test.ts: a Node whose TLSWrap lacks newSessionDone(), which
-// the non-blocking mode needs to resume handshakes. Two bridges ask for it: the self-check fails once, warns
-// once, and both bridges still serve in blocking mode.
+// the non-blocking mode needs to resume handshakes. Two bridges in the default mode ('auto')
+// and one with the deprecated nonBlocking: true: the self-check fails once, warns once, and the
+// bridges still serve in blocking mode. A bridge with mode 'non-blocking' refuses to start.
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 
@@ -14,9 +15,15 @@ async function main(): Promise<void> {
   const pki = testPki();
   const keys = { ec256: { keyFile: pki.leaves.ec256.keyFile } };
   const bridges = [
-    await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys }, nonBlocking: true }),
+    await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys } }),
     await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys }, nonBlocking: true }),
   ];
+  try {
+    await KeylessBridge.start({ signerModule: TEST_SIGNER, signerOptions: { keys }, mode: 'non-blocking' });
+    console.log('explicit non-blocking: started');
+  } catch (error) {
+    console.log(`explicit non-blocking: ${error instanceof Error ? error.message : String(error)}`);
+  }
   let ok = 0;
   for (const bridge of bridges) {
     const server = await startServer({

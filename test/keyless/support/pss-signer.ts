@@ -1,10 +1,12 @@
 // A fast in-process RemoteSigner for load and abuse tests: RSA-PSS over the digest
 // (EMSA-PSS encoded here, RFC 8017 9.1.1, then a raw RSA private operation), after an
 // optional delay. One RSA key; algorithms 4-6 only (TLS 1.3 with an RSA certificate).
-// Behaviours per key name: "<name>" signs, "hang" never answers, "exit" ends the worker.
+// Behaviours per key name: "<name>" signs, "hang" never answers, "throw" throws from sign()
+// itself, "exit" ends the worker (blocking path; on the main thread it throws too).
 import { createHash, createPrivateKey, privateEncrypt, randomBytes, constants, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isMainThread } from 'node:worker_threads';
 
 import type { RemoteSigner } from '../../../client/keyless/remote-signer';
 
@@ -43,12 +45,16 @@ export function pssSign(key: KeyObject, algorithm: number, digest: Buffer): Buff
 export function createRemoteSigner(options: unknown): RemoteSigner {
   const { keyFile, delayMs = 0 } = options as PssSignerOptions;
   const key = createPrivateKey(readFileSync(keyFile));
+  const signLater = async (algorithm: number, digest: Buffer): Promise<Buffer> => {
+    if (delayMs > 0) await sleep(delayMs);
+    return pssSign(key, algorithm, digest);
+  };
   return {
-    async sign(keyName: string, algorithm: number, digest: Buffer): Promise<Buffer> {
+    sign(keyName: string, algorithm: number, digest: Buffer): Promise<Buffer> {
       if (keyName === 'hang') return new Promise<Buffer>(() => undefined);
+      if (keyName === 'throw' || (keyName === 'exit' && isMainThread)) throw new Error(`pss signer: ${keyName} on purpose`);
       if (keyName === 'exit') process.exit(3);
-      if (delayMs > 0) await sleep(delayMs);
-      return pssSign(key, algorithm, digest);
+      return signLater(algorithm, digest);
     },
   };
 }

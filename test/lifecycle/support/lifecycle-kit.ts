@@ -51,6 +51,9 @@ export function cli(state: LifecycleState, args: string[], options: { input?: st
     child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
+    // A command that exits without reading its stdin makes this write fail with EPIPE: its exit
+    // code and output are what count.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }
@@ -85,6 +88,9 @@ export function run(command: string, args: string[], options: { env?: NodeJS.Pro
     child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
+    // A command that exits without reading its stdin makes this write fail with EPIPE: its exit
+    // code and output are what count.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }

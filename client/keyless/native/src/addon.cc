@@ -150,25 +150,26 @@ napi_value CompleteSignJs(napi_env env, napi_callback_info info) {
   if (argc < 3 || napi_get_value_double(env, argv[0], &id) != napi_ok) {
     return Throw(env, "completeSign(requestId, error, signature)");
   }
+  // On the main thread (non-blocking mode) the paused handshake resumes right here.
+  const bool main_thread = IsMainThread();
+  uint64_t resume = 0;
   std::string error;
-  if (GetString(env, argv[1], &error)) {
-    CompleteRequest(static_cast<uint64_t>(id), false, {}, error);
-    return Undefined(env);
-  }
   bool is_typedarray = false;
-  napi_is_typedarray(env, argv[2], &is_typedarray);
-  if (!is_typedarray) {
-    CompleteRequest(static_cast<uint64_t>(id), false, {}, "signer returned no signature");
-    return Undefined(env);
+  if (GetString(env, argv[1], &error)) {
+    resume = CompleteRequest(static_cast<uint64_t>(id), false, {}, error, main_thread);
+  } else if (napi_is_typedarray(env, argv[2], &is_typedarray) != napi_ok || !is_typedarray) {
+    resume = CompleteRequest(static_cast<uint64_t>(id), false, {}, "signer returned no signature", main_thread);
+  } else {
+    napi_typedarray_type type;
+    size_t length = 0;
+    void* bytes = nullptr;
+    CHECK_NAPI(env, napi_get_typedarray_info(env, argv[2], &type, &length, &bytes, nullptr, nullptr));
+    const unsigned char* p = static_cast<const unsigned char*>(bytes);
+    resume = CompleteRequest(static_cast<uint64_t>(id), type == napi_uint8_array,
+                             std::vector<unsigned char>(p, p + (type == napi_uint8_array ? length : 0)),
+                             "signer returned a non-byte array", main_thread);
   }
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* bytes = nullptr;
-  CHECK_NAPI(env, napi_get_typedarray_info(env, argv[2], &type, &length, &bytes, nullptr, nullptr));
-  const unsigned char* p = static_cast<const unsigned char*>(bytes);
-  CompleteRequest(static_cast<uint64_t>(id), type == napi_uint8_array,
-                  std::vector<unsigned char>(p, p + (type == napi_uint8_array ? length : 0)),
-                  "signer returned a non-byte array");
+  if (resume != 0) ResumeNow(env, resume);
   return Undefined(env);
 }
 
@@ -248,14 +249,16 @@ bool GetConnId(napi_env env, napi_callback_info info, uint64_t* id) {
   return true;
 }
 
-// enableNonBlocking(resume: (connId: number) => void)
+// enableNonBlocking(resume: (connId: number) => void, dispatch: (batch: unknown[]) => void)
 napi_value EnableNonBlockingJs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  if (argc < 1) return Throw(env, "enableNonBlocking(resume)");
+  if (argc < 2) return Throw(env, "enableNonBlocking(resume, dispatch)");
   std::string error;
-  if (!EnableNonBlocking(env, argv[0], &error)) return Throw(env, "keyless: non-blocking mode unavailable: " + error);
+  if (!EnableNonBlocking(env, argv[0], argv[1], &error)) {
+    return Throw(env, "keyless: non-blocking mode unavailable: " + error);
+  }
   return Undefined(env);
 }
 

@@ -64,6 +64,10 @@ thread_local int t_new_count = 0;
 // The main loop's function; any thread posts to it.
 std::mutex g_post_mutex;
 napi_threadsafe_function g_main = nullptr;
+// JavaScript callbacks, called from the main thread (references held for the process).
+napi_ref g_resume_ref = nullptr;
+napi_ref g_dispatch_ref = nullptr;
+bool g_flush_posted = false;  // main thread
 
 struct Counters {
   std::atomic<uint64_t> tracked{0}, armed{0}, async_connections{0}, not_keyless{0}, paused{0},
@@ -72,7 +76,7 @@ struct Counters {
 };
 Counters g_stats;
 
-enum class EventKind { kResume, kReplay, kLocalSign };
+enum class EventKind { kResume, kReplay, kLocalSign, kFlush };
 struct MainEvent {
   EventKind kind;
   uint64_t id;
@@ -286,6 +290,40 @@ void Resume(napi_env env, napi_value resume, uint64_t id) {
   }
 }
 
+// Hands every request queued since the last flush to JavaScript in one call.
+void Flush(napi_env env) {
+  g_flush_posted = false;
+  std::vector<OutboxItem> items;
+  TakeOutbox(&items);
+  if (items.empty()) return;
+  napi_value dispatch, batch, undefined;
+  if (napi_get_reference_value(env, g_dispatch_ref, &dispatch) != napi_ok ||
+      napi_create_array_with_length(env, items.size() * 5, &batch) != napi_ok ||
+      napi_get_undefined(env, &undefined) != napi_ok) {
+    return;  // the requests time out
+  }
+  uint32_t at = 0;
+  bool ok = true;
+  for (const OutboxItem& item : items) {
+    napi_value fields[5];
+    void* copy = nullptr;
+    ok = ok &&
+         napi_create_string_utf8(env, item.bridge_id.data(), item.bridge_id.size(), &fields[0]) == napi_ok &&
+         napi_create_double(env, static_cast<double>(item.request_id), &fields[1]) == napi_ok &&
+         napi_create_string_utf8(env, item.job.key_name.data(), item.job.key_name.size(), &fields[2]) == napi_ok &&
+         napi_create_int32(env, item.job.algorithm, &fields[3]) == napi_ok &&
+         napi_create_buffer_copy(env, item.job.digest.size(), item.job.digest.data(), &copy, &fields[4]) == napi_ok;
+    for (int i = 0; ok && i < 5; i++) ok = napi_set_element(env, batch, at++, fields[i]) == napi_ok;
+  }
+  if (!ok || napi_call_function(env, undefined, dispatch, 1, &batch, nullptr) != napi_ok) {
+    bool pending = false;
+    napi_value exception;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_get_and_clear_last_exception(env, &exception);
+    }
+  }
+}
+
 void MainCallJs(napi_env env, napi_value resume, void*, void* data) {
   std::unique_ptr<MainEvent> event(static_cast<MainEvent*>(data));
   if (env == nullptr) return;
@@ -303,6 +341,9 @@ void MainCallJs(napi_env env, napi_value resume, void*, void* data) {
     }
     case EventKind::kLocalSign:
       SignLocally(event->id);
+      break;
+    case EventKind::kFlush:
+      Flush(env);
       break;
   }
 }
@@ -324,7 +365,7 @@ void Cleanup(void*) {
 
 }  // namespace
 
-bool EnableNonBlocking(napi_env env, napi_value resume, std::string* error) {
+bool EnableNonBlocking(napi_env env, napi_value resume, napi_value dispatch, std::string* error) {
   if (g_main != nullptr) return true;
   if (ASYNC_is_capable() != 1) {
     *error = "this OpenSSL build cannot run ASYNC jobs";
@@ -349,6 +390,12 @@ bool EnableNonBlocking(napi_env env, napi_value resume, std::string* error) {
       napi_create_threadsafe_function(env, resume, nullptr, name, 0, 1, nullptr, nullptr, nullptr, MainCallJs,
                                       &tsfn) != napi_ok) {
     *error = "cannot create the resume function";
+    return false;
+  }
+  if (napi_create_reference(env, resume, 1, &g_resume_ref) != napi_ok ||
+      napi_create_reference(env, dispatch, 1, &g_dispatch_ref) != napi_ok) {
+    napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
+    *error = "cannot keep the resume and dispatch functions";
     return false;
   }
   napi_unref_threadsafe_function(env, tsfn);  // paused handshakes alone do not keep the process alive
@@ -463,6 +510,19 @@ bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* 
   LeaveAsyncMode(conn);
   if (!SignDone(sign)) AbandonSign(sign);
   return ConcludeNonBlocking(sign, signature);
+}
+
+bool IsMainThread() { return g_main != nullptr && std::this_thread::get_id() == g_main_thread; }
+
+void ResumeNow(napi_env env, uint64_t conn_id) {
+  napi_value resume;
+  if (napi_get_reference_value(env, g_resume_ref, &resume) == napi_ok) Resume(env, resume, conn_id);
+}
+
+void ScheduleFlush() {
+  if (g_flush_posted) return;
+  g_flush_posted = true;
+  Post(EventKind::kFlush, 0);
 }
 
 void PostResume(uint64_t conn_id) { Post(EventKind::kResume, conn_id); }

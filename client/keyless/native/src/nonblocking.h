@@ -20,9 +20,12 @@
 namespace keyless {
 
 // Sets up the ex_data indexes, the main-loop function that resumes connections
-// (`resume(connId)` calls the TLSWrap handle's newSessionDone()) and the timeout
-// timer. Once per process, on the main thread.
-bool EnableNonBlocking(napi_env env, napi_value resume, std::string* error);
+// (`resume(connId)` calls the TLSWrap handle's newSessionDone()), the dispatch of
+// queued signatures (`dispatch(batch)`, once per loop turn, batch = flat
+// [bridgeId, requestId, keyName, algorithm, digest, ...]) and the timeout timer.
+// Once per process, on the main thread.
+bool EnableNonBlocking(napi_env env, napi_value resume, napi_value dispatch, std::string* error);
+bool IsMainThread();
 
 // Pairing of a TLSWrap handle with the SSL created inside its constructor:
 // BeginWrap() before tls_wrap.wrap(), EndWrap() after; 0 unless exactly one server
@@ -41,6 +44,13 @@ void Release(uint64_t conn_id);
 // a non-blocking bridge (the caller then signs blocking).
 bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* digest, size_t digest_len,
                      std::vector<unsigned char>* signature, bool* handled);
+
+// Resumes a paused connection whose signature is done, from the main thread's
+// JavaScript (an answer handed to completeSign there).
+void ResumeNow(napi_env env, uint64_t conn_id);
+// A request entered the outbox: dispatch it (with everything else queued in this
+// loop turn) from the main loop. Main thread.
+void ScheduleFlush();
 
 // Any thread.
 void PostResume(uint64_t conn_id);

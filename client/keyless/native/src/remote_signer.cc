@@ -49,6 +49,7 @@ struct State {
   std::unordered_map<uint64_t, std::shared_ptr<Request>> pending;
   uint64_t next_id = 1;
   std::vector<Sample> samples;
+  std::vector<std::shared_ptr<Request>> outbox;  // non-blocking requests not yet dispatched
 };
 
 State& S() {
@@ -64,19 +65,23 @@ void AddSampleLocked(const std::string& key_name, Outcome outcome, double second
   if (S().samples.size() < kMaxSamples) S().samples.push_back({key_name, outcome, seconds});
 }
 
-void Finish(const std::shared_ptr<Request>& request, Outcome outcome,
-            std::vector<unsigned char> signature, const std::string& error) {
+// Settles a request once. A non-blocking one's connection is posted to the main
+// loop, or returned when `post_resume` is false (the caller resumes it). 0: none.
+uint64_t Finish(const std::shared_ptr<Request>& request, Outcome outcome,
+                std::vector<unsigned char> signature, const std::string& error, bool post_resume = true) {
   {
     std::lock_guard<std::mutex> lock(request->mutex);
-    if (request->done) return;
+    if (request->done) return 0;
     request->done = true;
     request->outcome = outcome;
     request->signature = std::move(signature);
     request->error = error;
     request->done_cv.notify_all();
   }
-  // Non-blocking: the main thread resumes the paused handshake.
-  if (request->conn_id != 0) PostResume(request->conn_id);
+  if (request->conn_id == 0) return 0;
+  if (!post_resume) return request->conn_id;
+  PostResume(request->conn_id);
+  return 0;
 }
 
 // Removes and fails the pending requests of a bridge (only those handed to `tsfn`
@@ -119,7 +124,7 @@ std::shared_ptr<Request> Submit(const std::string& bridge_id, const std::string&
     refused = kUnsupported;
     RaiseError(kNonBlockingOnly, "keyless: self-check key '%s' signs only in non-blocking mode",
                key_name.c_str());
-  } else if (bridge->second.tsfn == nullptr && bridge->second.local_key == nullptr) {
+  } else if (conn_id == 0 && bridge->second.tsfn == nullptr && bridge->second.local_key == nullptr) {
     refused = kWorkerDead;
     RaiseError(kWorkerNotRunning, "keyless: signer worker for key '%s' is not running",
                key_name.c_str());
@@ -136,6 +141,11 @@ std::shared_ptr<Request> Submit(const std::string& bridge_id, const std::string&
     if (bridge->second.local_key != nullptr) {
       S().pending.emplace(request->id, request);
       PostLocalSign(request->id);
+    } else if (conn_id != 0) {
+      // A paused handshake: the bridge's main-thread signer takes it at the next flush.
+      S().pending.emplace(request->id, request);
+      S().outbox.push_back(request);
+      ScheduleFlush();
     } else {
       // Called under S().mutex so that the function cannot be released meanwhile
       // (AttachWorker/WorkerGone change it under the same mutex).
@@ -286,7 +296,7 @@ void SignLocally(uint64_t request_id) {
     EVP_MD_free(md);
     EVP_PKEY_CTX_free(ctx);
   }
-  CompleteRequest(request_id, ok, std::move(signature), "self-check key cannot make this signature");
+  CompleteRequest(request_id, ok, std::move(signature), "self-check key cannot make this signature", false);
 }
 
 void RecordFailure(const std::string& key_name, Outcome outcome) {
@@ -357,17 +367,26 @@ bool PeekRequest(uint64_t request_id, SignJob* job) {
   return true;
 }
 
-void CompleteRequest(uint64_t request_id, bool ok, std::vector<unsigned char> signature,
-                     const std::string& error) {
+void TakeOutbox(std::vector<OutboxItem>* out) {
+  std::lock_guard<std::mutex> lock(S().mutex);
+  for (const std::shared_ptr<Request>& request : S().outbox) {
+    if (S().pending.count(request->id) == 0) continue;  // expired or abandoned before dispatch
+    out->push_back(OutboxItem{request->id, request->bridge_id, request->job});
+  }
+  S().outbox.clear();
+}
+
+uint64_t CompleteRequest(uint64_t request_id, bool ok, std::vector<unsigned char> signature,
+                         const std::string& error, bool resume_here) {
   std::shared_ptr<Request> request;
   {
     std::lock_guard<std::mutex> lock(S().mutex);
     auto it = S().pending.find(request_id);
-    if (it == S().pending.end()) return;  // timed out or failed already: drop
+    if (it == S().pending.end()) return 0;  // timed out or failed already: drop
     request = it->second;
     S().pending.erase(it);
   }
-  Finish(request, ok ? kOk : kSignerError, std::move(signature), error);
+  return Finish(request, ok ? kOk : kSignerError, std::move(signature), error, !resume_here);
 }
 
 void DrainSamples(std::vector<Sample>* out) {

@@ -35,8 +35,9 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
 void RecordFailure(const std::string& key_name, Outcome outcome);
 
 // ---- non-blocking signing (nonblocking.cc drives these on the main thread) ----
-// A signature in flight whose completion is announced through PostResume(conn_id)
-// instead of waking a waiting thread.
+// A signature in flight whose completion resumes its connection (ResumeNow or
+// PostResume) instead of waking a waiting thread. It goes to the bridge's
+// main-thread signer through the outbox, with no thread hop.
 struct Request;
 using SignHandle = std::shared_ptr<Request>;
 // Submits the signature; nullptr (error raised, sample recorded) when refused.
@@ -75,9 +76,21 @@ struct SignJob {
   std::vector<unsigned char> digest;
 };
 bool PeekRequest(uint64_t request_id, SignJob* job);
-// The signer's answer. Late answers (request gone) are dropped.
-void CompleteRequest(uint64_t request_id, bool ok, std::vector<unsigned char> signature,
-                     const std::string& error);
+
+// Non-blocking signatures queued since the last flush, for the main-thread signers
+// (main thread). Requests that expired or were abandoned meanwhile are left out.
+struct OutboxItem {
+  uint64_t request_id;
+  std::string bridge_id;
+  SignJob job;
+};
+void TakeOutbox(std::vector<OutboxItem>* out);
+
+// The signer's answer. Late answers (request gone) are dropped. A non-blocking
+// request's connection is returned for the caller to resume at once when
+// `resume_here` (the main thread); otherwise it is posted to the main loop. 0: none.
+uint64_t CompleteRequest(uint64_t request_id, bool ok, std::vector<unsigned char> signature,
+                         const std::string& error, bool resume_here);
 
 struct Sample {
   std::string key_name;

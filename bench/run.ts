@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only sign|handshake|nginx] [-- --profile]`
+ * `npm run bench [-- --quick] [-- --only sign|handshake] [-- --profile]`
  *
  * Runs the benchmark sections side by side (interleaved rounds, medians and min-max), prints the
  * tables and target verdicts, and writes bench/results/bench-<time>.json and latest.json.
@@ -32,7 +32,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--only') args.only = new Set(argv[++i].split(','));
     else if (a === '--out') args.out = path.resolve(argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake,nginx] [--profile] [--out DIR]\n');
+      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake] [--profile] [--out DIR]\n');
       process.exit(0);
     } else {
       process.stderr.write(`bench: unknown argument ${a}\n`);
@@ -95,11 +95,11 @@ async function main(): Promise<void> {
       sections.push(`## Sign path\n\n${signTables(result, derived)}\n- local RSA-2048 PSS sign with Node's OpenSSL: ${localRsa.toFixed(0)} µs CPU`);
     }
 
-    if (args.only.has('handshake') || args.only.has('nginx')) {
+    if (args.only.has('handshake')) {
       log('bench: handshake path');
-      const result = await runHandshakeBench({ gateway, workDir, quick: args.quick, withStock: args.only.has('handshake'), withNginx: args.only.has('nginx'), log });
+      const result = await runHandshakeBench({ gateway, workDir, quick: args.quick, log });
       report.handshake = result;
-      const { text, targets } = handshakeReport(result, report.sign?.localRsaSignCpuMicros ?? localRsaSignCpuMicros(args.quick ? 100 : 500));
+      const { text, targets } = handshakeReport(result);
       report.targets.push(...targets);
       sections.push(`## Handshake path\n\n${text}`);
     }

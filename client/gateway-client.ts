@@ -7,7 +7,7 @@ import {
   KeyType, SignatureAlgorithm, SignerClient, type KeyInfo, type SignResponse,
 } from '../proto/generated/hsmgateway/v1/signer';
 import { GatewayClientError } from './gateway-client-error';
-import { SignStreamChannel } from './sign-stream-channel';
+import { SignStreamChannel, type SignCallback } from './sign-stream-channel';
 import { followTlsCredentials, type SecureContextTarget, type TlsCredentialsFollower } from './tls-credentials-follower';
 import { resolveClientOptions, type GatewayClientOptions, type ResolvedClientOptions } from './gateway-client-options';
 
@@ -61,6 +61,18 @@ interface Endpoint {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** An endpoint answered: back in the rotation. */
+function endpointUp(endpoint: Endpoint): void {
+  endpoint.failures = 0;
+  endpoint.downUntil = 0;
+}
+
+/** An endpoint failed with UNAVAILABLE: skipped for a backoff that doubles up to 5 s. */
+function endpointDown(endpoint: Endpoint): void {
+  endpoint.failures++;
+  endpoint.downUntil = performance.now() + Math.min(100 * 2 ** (endpoint.failures - 1), 5000);
+}
+
 /** Options of the key and certificate that tlsCredentials() returns. */
 export interface TlsCredentialsOptions {
   /** PEM certificate chain to serve instead of the one stored on the token. */
@@ -102,9 +114,11 @@ export class GatewayClient {
       'grpc.max_reconnect_backoff_ms': 2000,
       ...(this.options.serverName ? { 'grpc.ssl_target_name_override': this.options.serverName, 'grpc.default_authority': this.options.serverName } : {}),
     };
+    const { ca, cert, key, serverName, keepaliveMs } = this.options;
     this.endpoints = this.options.endpoints.map((address) => ({
       address, client: new SignerClient(address, credentials, channelOptions), downUntil: 0, failures: 0,
-    })).map((e) => ({ ...e, stream: new SignStreamChannel(e.client, e.address) }));
+      stream: new SignStreamChannel({ address, ca, cert, key, serverName, keepaliveMs }),
+    }));
   }
 
   /** Healthy endpoints in round-robin order, then the ones marked down (soonest back first). */
@@ -145,17 +159,41 @@ export class GatewayClient {
       }
       try {
         const result = await call(endpoint.client, new Date(Date.now() + this.options.deadlineMs), endpoint);
-        endpoint.failures = 0;
-        endpoint.downUntil = 0;
+        endpointUp(endpoint);
         return result;
       } catch (err) {
         lastError = GatewayClientError.from(err as Error, endpoint.address);
         if (lastError.code !== grpc.status.UNAVAILABLE) throw lastError;
-        endpoint.failures++;
-        endpoint.downUntil = performance.now() + Math.min(100 * 2 ** (endpoint.failures - 1), 5000);
+        endpointDown(endpoint);
       }
     }
     throw lastError ?? new GatewayClientError(grpc.status.UNAVAILABLE, 'no endpoint');
+  }
+
+  /**
+   * signStreamed() reporting through a callback, with the same failover: the keyless
+   * handshakes' path, with no promise per request.
+   */
+  private submitStreamed(key: string, algorithm: SignatureAlgorithm, digest: Buffer, deadlineMs: number, done: SignCallback): void {
+    const input = algorithm === SignatureAlgorithm.ED25519 ? { $case: 'message' as const, value: digest } : { $case: 'digest' as const, value: digest };
+    const start = this.next++ % this.endpoints.length;
+    let order: Endpoint[] | undefined; // built only for a retry
+    const attempt = (n: number): void => {
+      const endpoint = n === 0 ? this.firstEndpoint(start) : (order ??= this.endpointOrder(start))[n % order.length];
+      endpoint.stream.submit(key, algorithm, input, deadlineMs, (error, signature) => {
+        if (error === null) {
+          endpointUp(endpoint);
+          done(null, signature);
+        } else if (error.code !== grpc.status.UNAVAILABLE) {
+          done(error);
+        } else {
+          endpointDown(endpoint);
+          if (n >= this.options.maxRetries) done(error);
+          else setTimeout(attempt, Math.min(this.options.retryBackoffMs * 2 ** n, 1000), n + 1);
+        }
+      });
+    };
+    attempt(0);
   }
 
   /** Signs a digest (or, for ED25519, a message) with a named key. ECDSA signatures are DER. */
@@ -173,10 +211,11 @@ export class GatewayClient {
    * HTTP/2 stream setup). A broken stream fails its requests with UNAVAILABLE, which fails
    * them over to another endpoint like unary calls.
    */
-  async signStreamed(key: string, algorithm: SignatureAlgorithm | AlgorithmName, digest: Buffer, deadlineMs = this.options.deadlineMs): Promise<Buffer> {
+  async signStreamed(key: string, algorithm: SignatureAlgorithm | AlgorithmName, digest: Buffer): Promise<Buffer> {
     const alg = algorithmValue(algorithm);
-    const input = alg === SignatureAlgorithm.ED25519 ? { $case: 'message' as const, value: digest } : { $case: 'digest' as const, value: digest };
-    return this.withFailover((_client, _deadline, endpoint) => endpoint.stream.sign(key, alg, input, deadlineMs));
+    return new Promise((resolve, reject) => {
+      this.submitStreamed(key, alg, digest, this.options.deadlineMs, (error, signature) => (error !== null ? reject(error) : resolve(signature as Buffer)));
+    });
   }
 
   /** Signs a whole message; the gateway hashes it (capped at the gateway's message limit). */
@@ -264,7 +303,12 @@ export class GatewayClient {
         } satisfies GatewayClientOptions,
         signTimeoutMs: o.keylessSignTimeoutMs,
         mode: o.keylessMode,
-        signer: { sign: (key, algorithm, digest) => this.signStreamed(key, algorithm, digest, deadlineMs) },
+        signer: {
+          sign: (key, algorithm, digest) => new Promise<Buffer>((resolve, reject) => {
+            this.submitStreamed(key, algorithm, digest, deadlineMs, (error, signature) => (error !== null ? reject(error) : resolve(signature as Buffer)));
+          }),
+          signWithCallback: (key, algorithm, digest, done) => this.submitStreamed(key, algorithm, digest, deadlineMs, done),
+        },
       });
     })();
     this.bridge.catch(() => { this.bridge = undefined; });

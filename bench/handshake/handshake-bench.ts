@@ -1,52 +1,87 @@
 /**
- * Section 2, the handshake path: full TLS 1.3 handshakes (no resumption) against a Node HTTPS
- * server with its key in a PEM file ("stock") or keyless through the gateway, in one process and
- * in a 2-worker node:cluster, for ECDSA P-256 and RSA-2048. The load is `openssl s_time -new
- * -www /` processes (C, cheap per handshake); the server counts completed handshakes, and the CPU
- * of every process (server, its workers, the load, the gateway) comes from /proc.
+ * Section 2, the handshake path: what a proxy operator pays. A stock Node `tls.createServer`
+ * (one process) terminates full TLS 1.3 handshakes (no resumption) with its key in a PEM file
+ * (the baseline) or keyless through the real gateway, in the default mode and in each explicit
+ * mode. Between the keyless proxies and the gateway sits a TCP forwarder that adds 0, 1 or 5 ms
+ * of round trip. The load is `openssl s_time -new` processes (C, cheap per handshake).
+ *
+ * Saturation cells (16 s_time clients, as fast as the proxy goes): handshakes/s, the proxy's CPU
+ * per handshake (all its threads, from /proc, and its main thread alone) and the gateway's.
+ * Paced cells (the same fixed rate offered to every server, below saturation): the proxy's
+ * event-loop delay, which then measures blocking rather than queueing. Cells are interleaved
+ * (every cell once per round); tables show medians with min-max over rounds. Then an RSS soak:
+ * the default-mode keyless proxy over many handshakes, first quarter against last.
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { GatewayProcess } from '../support/gateway-process';
-import { freePort } from '../support/gateway-process';
-import { CpuWindow } from '../support/proc-stats';
+import { CpuWindow, threadCpuMicros } from '../support/proc-stats';
 import { spread, type Spread } from '../support/stats';
 import { fmt, fmtSpread, markdownTable } from '../support/table';
 import type { Target } from '../support/targets';
 import { SIGN_KEYS, type KeyKind } from '../sign/sign-specs';
-import type { FromServer, HttpsServerSpec, ToServer } from './handshake-specs';
+import type { FromProxy, ProxyServerKind, ProxySpec, ProxyWindow, ToProxy } from './handshake-specs';
+import { LatencyForwarder } from './latency-forwarder';
+
+export interface HandshakeCellSpec {
+  key: KeyKind;
+  server: ProxyServerKind;
+  /** Round trip added between the proxy and the gateway, ms (0 for the PEM baseline). */
+  rttMs: number;
+}
 
 export interface HandshakeSample {
-  handshakes: number;
   handshakesPerSec: number;
   clientErrors: number;
   firstError?: string;
-  /** CPU of the HTTPS server (all its processes: primary and workers) per handshake, µs. */
-  serverCpuMicrosPerHandshake: number;
-  /** CPU of the openssl s_time processes per handshake, µs. */
-  loadCpuMicrosPerHandshake: number;
-  /** CPU of the gateway per handshake, µs (keyless only; idle otherwise). */
-  gatewayCpuMicrosPerHandshake: number;
+  /** CPU of the proxy process (every thread) per handshake, µs. */
+  proxyCpuMicros: number;
+  /** CPU of the proxy's main (event-loop) thread per handshake, µs. */
+  proxyMainThreadMicros: number;
+  gatewayCpuMicros: number;
+  loadCpuMicros: number;
+  /** Mean delay the forwarder actually added to each chunk, ms. */
+  addedDelayMs: number;
+  /** Non-blocking: signatures per dispatch (per loop turn that sent any). */
+  signaturesPerDispatch: number;
 }
 
-export interface HandshakeCell {
-  key: KeyKind;
-  mode: 'pem' | 'keyless';
-  workers: number;
+type Metric = 'handshakesPerSec' | 'proxyCpuMicros' | 'proxyMainThreadMicros' | 'gatewayCpuMicros' | 'loadCpuMicros' | 'addedDelayMs' | 'signaturesPerDispatch';
+const METRICS: Metric[] = ['handshakesPerSec', 'proxyCpuMicros', 'proxyMainThreadMicros', 'gatewayCpuMicros', 'loadCpuMicros', 'addedDelayMs', 'signaturesPerDispatch'];
+
+export interface HandshakeCell extends HandshakeCellSpec {
+  /** The mode the proxy reported ('pem', 'non-blocking' or 'blocking'). */
+  mode: string;
   samples: HandshakeSample[];
-  summary: Record<'handshakesPerSec' | 'serverCpuMicrosPerHandshake' | 'loadCpuMicrosPerHandshake' | 'gatewayCpuMicrosPerHandshake', Spread>;
+  summary: Record<Metric, Spread>;
 }
 
-export interface HandshakeComparison {
+export interface PacedSample {
+  offeredPerSec: number;
+  completedPerSec: number;
+  errors: number;
+  loopDelayP50Ms: number;
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+}
+
+export interface PacedCell extends HandshakeCellSpec {
+  samples: PacedSample[];
+  summary: Record<'completedPerSec' | 'loopDelayP50Ms' | 'loopDelayP99Ms' | 'loopDelayMaxMs', Spread>;
+}
+
+export interface RssSoak {
   key: KeyKind;
-  workers: number;
-  /** keyless / stock, medians. */
-  rateRatio: number;
-  serverCpuRatio: number;
-  /** Keyless server CPU minus stock server CPU per handshake, µs: the proxy's cost of a remote signature minus that of a local one. */
-  serverCpuDeltaMicros: number;
-  gatewayCpuMicrosPerHandshake: number;
+  server: ProxyServerKind;
+  /** Handshakes served before the first sample (not counted). */
+  warmup: number;
+  handshakes: number;
+  points: Array<{ handshakes: number; rssBytes: number }>;
+  firstQuarterMb: number;
+  lastQuarterMb: number;
+  /** (last - first) / first, percent. */
+  growthPercent: number;
 }
 
 export interface HandshakeBenchResult {
@@ -55,28 +90,37 @@ export interface HandshakeBenchResult {
   rounds: number;
   windowMs: number;
   cells: HandshakeCell[];
-  comparisons: HandshakeComparison[];
-  /** Why keyless was not measured, when it was not. */
-  keylessPending?: string;
-  nginx?: { pending: string };
+  /** Offered rate of the paced cells, handshakes/s. */
+  pacedRate: number;
+  paced: PacedCell[];
+  rssSoak?: RssSoak;
 }
 
 export interface HandshakeBenchOptions {
   gateway: GatewayProcess;
   workDir: string;
   quick: boolean;
-  withStock: boolean;
-  withNginx: boolean;
   log(line: string): void;
 }
 
+const KEYS: KeyKind[] = ['ecdsa-p256', 'rsa-2048'];
+const KEYLESS_SERVERS: ProxyServerKind[] = ['auto', 'non-blocking', 'blocking'];
+const RTTS_MS = [0, 1, 5];
+const LOAD_PROCESSES = 16;
+/** Below the saturation rate of every server in the paced cells but the blocking one at +5 ms. */
+const PACED_RATE = 300;
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export function serverLabel(server: ProxyServerKind): string {
+  return server === 'pem' ? 'PEM key' : server === 'auto' ? 'keyless, default' : `keyless, ${server}`;
+}
 
 function makePemKeys(dir: string): Record<KeyKind, { keyFile: string; certFile: string }> {
   fs.mkdirSync(dir, { recursive: true });
   const out = {} as Record<KeyKind, { keyFile: string; certFile: string }>;
   const specs: Record<KeyKind, string[]> = { 'ecdsa-p256': ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'], 'rsa-2048': ['-newkey', 'rsa:2048'] };
-  for (const key of Object.keys(specs) as KeyKind[]) {
+  for (const key of KEYS) {
     const keyFile = path.join(dir, `${key}.key`);
     const certFile = path.join(dir, `${key}.pem`);
     execFileSync('openssl', ['req', '-x509', ...specs[key], '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '30', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
@@ -85,23 +129,45 @@ function makePemKeys(dir: string): Record<KeyKind, { keyFile: string; certFile: 
   return out;
 }
 
-class HttpsServerProcess {
-  private constructor(private readonly child: ChildProcess, readonly pids: number[], readonly port: number) {}
+/** One proxy process and the orchestrator's messages to it. */
+class ProxyProcess {
+  private constructor(private readonly child: ChildProcess, readonly port: number, readonly mode: string) {}
 
-  static async start(script: string, spec: HttpsServerSpec): Promise<HttpsServerProcess> {
-    const child = fork(script, [], { env: { ...process.env, BENCH_HTTPS_SERVER_SPEC: JSON.stringify(spec) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const pids = await new Promise<number[]>((resolve, reject) => {
-      child.once('message', (m: FromServer) => (m.type === 'listening' ? resolve(m.pids) : reject(new Error(m.type === 'failed' ? m.message : 'server failed'))));
-      child.once('exit', (code) => reject(new Error(`https server exited (${code})`)));
+  static async start(script: string, spec: ProxySpec): Promise<ProxyProcess> {
+    const child = fork(script, [], { env: { ...process.env, BENCH_PROXY_SPEC: JSON.stringify(spec) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const listening = await new Promise<Extract<FromProxy, { type: 'listening' }>>((resolve, reject) => {
+      child.once('message', (m: FromProxy) => (m.type === 'listening' ? resolve(m) : reject(new Error(m.type === 'failed' ? m.message : 'proxy failed'))));
+      child.once('exit', (code) => reject(new Error(`proxy exited (${code})`)));
     });
-    return new HttpsServerProcess(child, pids, spec.port);
+    return new ProxyProcess(child, listening.port, listening.mode);
   }
 
-  counts(): Promise<Extract<FromServer, { type: 'counts' }>> {
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  private ask<T extends FromProxy['type']>(message: ToProxy, answer: T): Promise<Extract<FromProxy, { type: T }>> {
     return new Promise((resolve) => {
-      this.child.once('message', (m: FromServer) => resolve(m as Extract<FromServer, { type: 'counts' }>));
-      this.child.send({ type: 'counts' } satisfies ToServer);
+      const onMessage = (m: FromProxy): void => {
+        if (m.type !== answer) return;
+        this.child.off('message', onMessage);
+        resolve(m as Extract<FromProxy, { type: T }>);
+      };
+      this.child.on('message', onMessage);
+      this.child.send(message);
     });
+  }
+
+  windowStart(): void {
+    this.child.send({ type: 'window-start' } satisfies ToProxy);
+  }
+
+  async windowEnd(): Promise<ProxyWindow> {
+    return (await this.ask({ type: 'window-end' }, 'window')).window;
+  }
+
+  rss(): Promise<{ handshakes: number; rssBytes: number }> {
+    return this.ask({ type: 'rss' }, 'rss');
   }
 
   async stop(): Promise<void> {
@@ -114,9 +180,9 @@ class HttpsServerProcess {
   }
 }
 
-/** `openssl s_time -new` processes hammering one port until stopped. */
+/** `openssl s_time -new` processes running full handshakes against one port until stopped. */
 function startLoad(port: number, count: number): ChildProcess[] {
-  return Array.from({ length: count }, () => spawn('openssl', ['s_time', '-connect', `127.0.0.1:${port}`, '-new', '-www', '/', '-time', '3600'], { stdio: 'ignore' }));
+  return Array.from({ length: count }, () => spawn('openssl', ['s_time', '-connect', `127.0.0.1:${port}`, '-new', '-time', '3600'], { stdio: 'ignore' }));
 }
 
 async function stopLoad(load: ChildProcess[]): Promise<void> {
@@ -127,146 +193,245 @@ async function stopLoad(load: ChildProcess[]): Promise<void> {
   })));
 }
 
-async function measure(server: HttpsServerProcess, gateway: GatewayProcess, loadProcesses: number, warmupMs: number, windowMs: number): Promise<HandshakeSample> {
-  const load = startLoad(server.port, loadProcesses);
+function mainThreadMicros(pid: number): number {
+  return threadCpuMicros(pid).get(pid) ?? NaN;
+}
+
+async function measure(proxy: ProxyProcess, gateway: GatewayProcess, forwarder: LatencyForwarder, warmupMs: number, windowMs: number): Promise<HandshakeSample> {
+  const load = startLoad(proxy.port, LOAD_PROCESSES);
   try {
     await sleep(warmupMs);
-    const loadPids = load.map((p) => p.pid ?? -1);
-    const c0 = await server.counts();
-    const serverCpu = new CpuWindow(server.pids);
-    const loadCpu = new CpuWindow(loadPids);
+    forwarder.resetObservedDelay();
+    proxy.windowStart();
+    const proxyCpu = new CpuWindow([proxy.pid]);
+    const main0 = mainThreadMicros(proxy.pid);
+    const loadCpu = new CpuWindow(load.map((p) => p.pid ?? -1));
     const gatewayCpu = new CpuWindow([gateway.pid]);
     const t0 = performance.now();
     await sleep(windowMs);
-    const c1 = await server.counts();
+    const proxyMicros = proxyCpu.elapsedMicros();
+    const mainMicros = mainThreadMicros(proxy.pid) - main0;
+    const loadMicros = loadCpu.elapsedMicros();
+    const gatewayMicros = gatewayCpu.elapsedMicros();
+    const w = await proxy.windowEnd();
     const seconds = (performance.now() - t0) / 1000;
-    const n = c1.handshakes - c0.handshakes;
-    const per = (micros: number): number => (n > 0 ? micros / n : NaN);
+    const per = (micros: number): number => (w.handshakes > 0 ? micros / w.handshakes : NaN);
     return {
-      handshakes: n, handshakesPerSec: n / seconds, clientErrors: c1.clientErrors - c0.clientErrors, firstError: c1.firstError,
-      serverCpuMicrosPerHandshake: per(serverCpu.elapsedMicros()), loadCpuMicrosPerHandshake: per(loadCpu.elapsedMicros()),
-      gatewayCpuMicrosPerHandshake: per(gatewayCpu.elapsedMicros()),
+      handshakesPerSec: w.handshakes / seconds, clientErrors: w.clientErrors, firstError: w.firstError,
+      proxyCpuMicros: per(proxyMicros), proxyMainThreadMicros: per(mainMicros), gatewayCpuMicros: per(gatewayMicros), loadCpuMicros: per(loadMicros),
+      addedDelayMs: forwarder.observedDelayMs(),
+      signaturesPerDispatch: w.dispatches > 0 ? w.asyncSignatures / w.dispatches : NaN,
     };
   } finally {
     await stopLoad(load);
   }
 }
 
-export async function runHandshakeBench(o: HandshakeBenchOptions): Promise<HandshakeBenchResult> {
-  const rounds = o.quick ? 1 : 3;
-  const warmupMs = o.quick ? 300 : 700;
-  const windowMs = o.quick ? 700 : 2500;
-  const loadProcesses = 4;
-  const result: HandshakeBenchResult = {
-    loadGenerator: 'openssl s_time -new -www / (OpenSSL CLI, full TLS 1.3 handshake per connection, no resumption)',
-    loadProcesses, rounds, windowMs, cells: [], comparisons: [],
-  };
-  if (o.withNginx) result.nginx = { pending: 'not run: nginx with libengine-pkcs11-openssl is optional (issue section 3) and was left out of this suite; FIELD-NOTES records nginx server CPU per handshake on this machine kind' };
-  if (!o.withStock) return result;
-
-  const pems = makePemKeys(path.join(o.workDir, 'pem'));
-  const script = path.join(__dirname, 'https-server.js');
-  const env = o.gateway.env;
-  const keys: KeyKind[] = ['ecdsa-p256', 'rsa-2048'];
-  const plans: Array<{ key: KeyKind; mode: 'pem' | 'keyless'; workers: number }> = [];
-  for (const key of keys) for (const workers of [0, 2]) for (const mode of ['pem', 'keyless'] as const) plans.push({ key, mode, workers });
-
-  const servers = new Map<number, HttpsServerProcess>();
+/** The proxy's event loop while PACED_RATE handshakes/s are offered (open loop). */
+async function measurePaced(proxy: ProxyProcess, warmupMs: number, windowMs: number): Promise<PacedSample> {
+  const load = fork(path.join(__dirname, 'paced-load.js'), [], { env: { ...process.env, BENCH_PACED_LOAD: JSON.stringify({ port: proxy.port, rate: PACED_RATE }) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const counts = (): Promise<{ started: number; completed: number; errors: number }> => new Promise((resolve) => {
+    load.once('message', resolve);
+    load.send({});
+  });
   try {
-    for (let i = 0; i < plans.length; i++) {
-      const p = plans[i];
-      const spec: HttpsServerSpec = {
-        ...p, port: await freePort(),
-        pem: pems[p.key],
-        keyless: { keyName: SIGN_KEYS[p.key].keyName, endpoint: o.gateway.endpoint, caFile: env.pki.ca, certFile: env.pki.clients.dev.cert, keyFile: env.pki.clients.dev.key },
-      };
-      try {
-        servers.set(i, await HttpsServerProcess.start(script, spec));
-      } catch (err) {
-        if (p.mode !== 'keyless') throw err;
-        result.keylessPending = `keyless server did not start: ${(err as Error).message.split('\n')[0]}`;
-        o.log(`  ${result.keylessPending}`);
-      }
-    }
-    const samples = plans.map((): HandshakeSample[] => []);
-    for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < plans.length; k++) {
-        const i = (k + round * 3) % plans.length;
-        const server = servers.get(i);
-        if (!server) continue;
-        const s = await measure(server, o.gateway, loadProcesses, warmupMs, windowMs);
-        samples[i].push(s);
-        const p = plans[i];
-        o.log(`  round ${round + 1}/${rounds} ${p.key} ${p.mode} ${p.workers ? `cluster x${p.workers}` : 'single'}: ${Math.round(s.handshakesPerSec)} handshakes/s, server ${fmt(s.serverCpuMicrosPerHandshake)} µs CPU/handshake${s.clientErrors ? ` (${s.clientErrors} TLS client errors: ${s.firstError})` : ''}`);
-      }
-    }
-    result.cells = plans.map((p, i) => {
-      const of = (f: (s: HandshakeSample) => number): Spread => spread(samples[i].map(f));
-      return {
-        ...p, samples: samples[i],
-        summary: {
-          handshakesPerSec: of((s) => s.handshakesPerSec), serverCpuMicrosPerHandshake: of((s) => s.serverCpuMicrosPerHandshake),
-          loadCpuMicrosPerHandshake: of((s) => s.loadCpuMicrosPerHandshake), gatewayCpuMicrosPerHandshake: of((s) => s.gatewayCpuMicrosPerHandshake),
-        },
-      };
-    }).filter((c) => c.samples.length > 0);
-    for (const key of keys) {
-      for (const workers of [0, 2]) {
-        const stock = result.cells.find((c) => c.key === key && c.workers === workers && c.mode === 'pem');
-        const keyless = result.cells.find((c) => c.key === key && c.workers === workers && c.mode === 'keyless');
-        if (!stock || !keyless) continue;
-        result.comparisons.push({
-          key, workers,
-          rateRatio: keyless.summary.handshakesPerSec.median / stock.summary.handshakesPerSec.median,
-          serverCpuRatio: keyless.summary.serverCpuMicrosPerHandshake.median / stock.summary.serverCpuMicrosPerHandshake.median,
-          serverCpuDeltaMicros: keyless.summary.serverCpuMicrosPerHandshake.median - stock.summary.serverCpuMicrosPerHandshake.median,
-          gatewayCpuMicrosPerHandshake: keyless.summary.gatewayCpuMicrosPerHandshake.median,
-        });
-      }
-    }
-    return result;
+    await sleep(warmupMs);
+    const c0 = await counts();
+    proxy.windowStart();
+    const t0 = performance.now();
+    await sleep(windowMs);
+    const w = await proxy.windowEnd();
+    const c1 = await counts();
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      offeredPerSec: (c1.started - c0.started) / seconds, completedPerSec: (c1.completed - c0.completed) / seconds, errors: c1.errors - c0.errors,
+      loopDelayP50Ms: w.loopDelayP50Ms, loopDelayP99Ms: w.loopDelayP99Ms, loopDelayMaxMs: w.loopDelayMaxMs,
+    };
   } finally {
-    await Promise.all([...servers.values()].map((s) => s.stop()));
+    load.disconnect();
+    await new Promise<void>((resolve) => (load.exitCode !== null ? resolve() : load.once('exit', () => resolve())));
   }
 }
 
-export function handshakeReport(r: HandshakeBenchResult, localRsaSignCpuMicros?: number): { text: string; targets: Target[] } {
-  const lines: string[] = [];
-  if (r.cells.length) {
-    lines.push(markdownTable(
-      ['key', 'server', 'processes', 'handshakes/s', 'server CPU µs/handshake', 's_time CPU µs/handshake', 'gateway CPU µs/handshake'],
-      r.cells.map((c) => [
-        c.key, c.mode === 'pem' ? 'stock (PEM key)' : 'keyless', c.workers ? `cluster x${c.workers}` : 'single',
-        fmtSpread(c.summary.handshakesPerSec), fmtSpread(c.summary.serverCpuMicrosPerHandshake), fmtSpread(c.summary.loadCpuMicrosPerHandshake),
-        c.mode === 'keyless' ? fmtSpread(c.summary.gatewayCpuMicrosPerHandshake) : '-',
-      ]),
-    ));
-    lines.push('');
-    lines.push(markdownTable(
-      ['key', 'processes', 'rate keyless/stock', 'server CPU/handshake keyless/stock', 'server CPU delta µs', 'gateway CPU µs/handshake'],
-      r.comparisons.map((c) => [c.key, c.workers ? `cluster x${c.workers}` : 'single', fmt(c.rateRatio, 2), fmt(c.serverCpuRatio, 2), fmt(c.serverCpuDeltaMicros), fmt(c.gatewayCpuMicrosPerHandshake)]),
-    ));
-    lines.push('');
-    lines.push(`- load: ${r.loadProcesses} x ${r.loadGenerator}; ${r.rounds} rounds of ${r.windowMs} ms per cell, interleaved`);
+/**
+ * The default-mode keyless proxy over `handshakes` full handshakes after `warmup` more (the heap,
+ * the JIT and the allocator reach their steady state first), RSS sampled as it goes.
+ */
+async function rssSoak(proxy: ProxyProcess, key: KeyKind, warmup: number, handshakes: number, log: (line: string) => void): Promise<RssSoak> {
+  const load = startLoad(proxy.port, LOAD_PROCESSES);
+  const points: RssSoak['points'] = [];
+  try {
+    for (const begin = (await proxy.rss()).handshakes; (await proxy.rss()).handshakes - begin < warmup;) await sleep(500);
+    const start = await proxy.rss();
+    points.push({ handshakes: 0, rssBytes: start.rssBytes });
+    for (let last = 0; last < handshakes;) {
+      await sleep(500);
+      const now = await proxy.rss();
+      last = now.handshakes - start.handshakes;
+      points.push({ handshakes: last, rssBytes: now.rssBytes });
+      if (points.length % 20 === 0) log(`  rss soak: ${last} handshakes, RSS ${(now.rssBytes / 2 ** 20).toFixed(1)} MB`);
+    }
+  } finally {
+    await stopLoad(load);
   }
-  if (r.keylessPending) lines.push(`- keyless: PENDING (${r.keylessPending})`);
-  if (r.nginx) lines.push(`- nginx reference: ${r.nginx.pending}`);
-  const targets: Target[] = [];
-  const goal = (key: KeyKind, workers: number): number => (workers ? 0.9 : key === 'ecdsa-p256' ? 0.6 : 0.8);
-  for (const key of ['ecdsa-p256', 'rsa-2048'] as KeyKind[]) {
-    for (const workers of [0, 2]) {
-      const c = r.comparisons.find((x) => x.key === key && x.workers === workers);
-      const name = `keyless handshake rate ≥ ${goal(key, workers)}x stock, ${workers ? `cluster x${workers}` : 'single process'} (${key})`;
-      targets.push(c ? { name, met: c.rateRatio >= goal(key, workers), value: `${c.rateRatio.toFixed(2)}x (server CPU/handshake ${c.serverCpuRatio.toFixed(2)}x, gateway ${fmt(c.gatewayCpuMicrosPerHandshake)} µs/handshake)` } : { name, met: undefined, value: r.keylessPending ?? 'not measured' });
+  const total = points[points.length - 1]?.handshakes ?? 0;
+  const meanMb = (from: number, to: number): number => {
+    const inRange = points.filter((p) => p.handshakes >= from && p.handshakes <= to);
+    return inRange.reduce((s, p) => s + p.rssBytes, 0) / Math.max(1, inRange.length) / 2 ** 20;
+  };
+  const firstQuarterMb = meanMb(0, total / 4);
+  const lastQuarterMb = meanMb((total * 3) / 4, total);
+  return { key, server: 'auto', warmup, handshakes: total, points, firstQuarterMb, lastQuarterMb, growthPercent: ((lastQuarterMb - firstQuarterMb) / firstQuarterMb) * 100 };
+}
+
+export async function runHandshakeBench(o: HandshakeBenchOptions): Promise<HandshakeBenchResult> {
+  const rounds = o.quick ? 1 : 3;
+  const warmupMs = o.quick ? 400 : 1000;
+  const windowMs = o.quick ? 800 : 3000;
+  const result: HandshakeBenchResult = {
+    loadGenerator: 'openssl s_time -new (OpenSSL CLI: a full TLS 1.3 handshake per connection, no resumption)',
+    loadProcesses: LOAD_PROCESSES, rounds, windowMs, cells: [], pacedRate: PACED_RATE, paced: [],
+  };
+  const pems = makePemKeys(path.join(o.workDir, 'pem'));
+  const [host, port] = o.gateway.endpoint.split(':');
+  const forwarder = await LatencyForwarder.start({ host: host ?? 'localhost', port: Number(port) });
+  const env = o.gateway.env;
+  const script = path.join(__dirname, 'proxy-server.js');
+  const servers: ProxyServerKind[] = ['pem', ...KEYLESS_SERVERS];
+  const proxies = new Map<string, ProxyProcess>();
+  const proxyKey = (key: KeyKind, server: ProxyServerKind): string => `${key}/${server}`;
+  try {
+    for (const key of KEYS) {
+      for (const server of servers) {
+        const spec: ProxySpec = {
+          key, server, pem: pems[key],
+          keyless: { keyName: SIGN_KEYS[key].keyName, endpoint: `127.0.0.1:${forwarder.port}`, serverName: 'localhost', caFile: env.pki.ca, certFile: env.pki.clients.dev.cert, keyFile: env.pki.clients.dev.key },
+        };
+        proxies.set(proxyKey(key, server), await ProxyProcess.start(script, spec));
+      }
+    }
+    const plans: HandshakeCellSpec[] = [];
+    for (const key of KEYS) {
+      plans.push({ key, server: 'pem', rttMs: 0 });
+      for (const rttMs of RTTS_MS) for (const server of KEYLESS_SERVERS) plans.push({ key, server, rttMs });
+    }
+    const pacedPlans: HandshakeCellSpec[] = [];
+    for (const key of KEYS) {
+      pacedPlans.push({ key, server: 'pem', rttMs: 0 });
+      for (const rttMs of RTTS_MS) pacedPlans.push({ key, server: 'auto', rttMs });
+      pacedPlans.push({ key, server: 'blocking', rttMs: 5 });
+    }
+    const samples = plans.map((): HandshakeSample[] => []);
+    const pacedSamples = pacedPlans.map((): PacedSample[] => []);
+    for (let round = 0; round < rounds; round++) {
+      for (let k = 0; k < plans.length; k++) {
+        const i = (k + round * 5) % plans.length;
+        const plan = plans[i];
+        const proxy = proxies.get(proxyKey(plan.key, plan.server)) as ProxyProcess;
+        forwarder.delayMs = plan.rttMs;
+        const s = await measure(proxy, o.gateway, forwarder, warmupMs, windowMs);
+        samples[i].push(s);
+        o.log(`  round ${round + 1}/${rounds} ${plan.key} ${serverLabel(plan.server)} +${plan.rttMs} ms: ${Math.round(s.handshakesPerSec)} handshakes/s, proxy ${fmt(s.proxyCpuMicros)} µs CPU/handshake (main thread ${fmt(s.proxyMainThreadMicros)}), ${fmt(s.signaturesPerDispatch, 1)} signatures/dispatch${s.clientErrors ? ` (${s.clientErrors} TLS errors: ${s.firstError})` : ''}`);
+      }
+      for (let k = 0; k < pacedPlans.length; k++) {
+        const i = (k + round * 3) % pacedPlans.length;
+        const plan = pacedPlans[i];
+        forwarder.delayMs = plan.rttMs;
+        const s = await measurePaced(proxies.get(proxyKey(plan.key, plan.server)) as ProxyProcess, warmupMs, windowMs);
+        pacedSamples[i].push(s);
+        o.log(`  round ${round + 1}/${rounds} paced ${PACED_RATE}/s ${plan.key} ${serverLabel(plan.server)} +${plan.rttMs} ms: ${Math.round(s.completedPerSec)} completed/s, loop delay p50 ${fmt(s.loopDelayP50Ms, 1)} p99 ${fmt(s.loopDelayP99Ms, 1)} max ${fmt(s.loopDelayMaxMs, 1)} ms${s.errors ? ` (${s.errors} errors)` : ''}`);
+      }
+    }
+    result.paced = pacedPlans.map((plan, i) => ({
+      ...plan, samples: pacedSamples[i],
+      summary: {
+        completedPerSec: spread(pacedSamples[i].map((s) => s.completedPerSec)), loopDelayP50Ms: spread(pacedSamples[i].map((s) => s.loopDelayP50Ms)),
+        loopDelayP99Ms: spread(pacedSamples[i].map((s) => s.loopDelayP99Ms)), loopDelayMaxMs: spread(pacedSamples[i].map((s) => s.loopDelayMaxMs)),
+      },
+    }));
+    forwarder.delayMs = 0;
+    result.cells = plans.map((plan, i) => ({
+      ...plan,
+      mode: proxies.get(proxyKey(plan.key, plan.server))?.mode ?? 'unknown',
+      samples: samples[i],
+      summary: Object.fromEntries(METRICS.map((m) => [m, spread(samples[i].map((s) => s[m]))])) as Record<Metric, Spread>,
+    }));
+    const soakHandshakes = o.quick ? 4000 : 100_000;
+    const soakWarmup = o.quick ? 2000 : 10_000;
+    o.log(`bench: RSS soak, ${soakHandshakes} handshakes after ${soakWarmup} more (ecdsa-p256, keyless, default mode)`);
+    result.rssSoak = await rssSoak(proxies.get(proxyKey('ecdsa-p256', 'auto')) as ProxyProcess, 'ecdsa-p256', soakWarmup, soakHandshakes, o.log);
+    return result;
+  } finally {
+    await Promise.all([...proxies.values()].map((p) => p.stop()));
+    await forwarder.close();
+  }
+}
+
+function cellOf(r: HandshakeBenchResult, key: KeyKind, server: ProxyServerKind, rttMs: number): HandshakeCell | undefined {
+  return r.cells.find((c) => c.key === key && c.server === server && c.rttMs === rttMs);
+}
+
+export function handshakeReport(r: HandshakeBenchResult): { text: string; targets: Target[] } {
+  const lines: string[] = [];
+  lines.push(markdownTable(
+    ['key', 'server', 'mode', '+RTT ms', 'handshakes/s', 'proxy CPU µs/handshake', 'main thread µs', 'signatures/dispatch', 'gateway CPU µs', 's_time CPU µs'],
+    r.cells.map((c) => [
+      c.key, serverLabel(c.server), c.mode, c.server === 'pem' ? '-' : `${c.rttMs} (${fmt(c.summary.addedDelayMs.median, 1)})`,
+      fmtSpread(c.summary.handshakesPerSec), fmtSpread(c.summary.proxyCpuMicros), fmtSpread(c.summary.proxyMainThreadMicros),
+      fmtSpread(c.summary.signaturesPerDispatch, 1), c.server === 'pem' ? '-' : fmtSpread(c.summary.gatewayCpuMicros), fmtSpread(c.summary.loadCpuMicros),
+    ]),
+  ));
+  lines.push('');
+  const comparisons: string[][] = [];
+  for (const key of KEYS) {
+    const pem = cellOf(r, key, 'pem', 0);
+    for (const server of KEYLESS_SERVERS) {
+      const at = (rtt: number): HandshakeCell | undefined => cellOf(r, key, server, rtt);
+      const rate = (rtt: number): number => (at(rtt)?.summary.handshakesPerSec.median ?? NaN) / (at(0)?.summary.handshakesPerSec.median ?? NaN);
+      const cpu = (at(0)?.summary.proxyCpuMicros.median ?? NaN) / (pem?.summary.proxyCpuMicros.median ?? NaN);
+      comparisons.push([key, serverLabel(server), fmt(cpu, 2), fmt(rate(1), 2), fmt(rate(5), 2)]);
     }
   }
-  const rsa = r.comparisons.find((x) => x.key === 'rsa-2048' && x.workers === 0);
-  if (rsa) {
+  lines.push(markdownTable(['key', 'server', 'proxy CPU/handshake vs PEM (+0 ms)', 'rate +1 ms / +0 ms', 'rate +5 ms / +0 ms'], comparisons));
+  lines.push('');
+  lines.push(`- saturation load: ${r.loadProcesses} x ${r.loadGenerator}; ${r.rounds} rounds of ${r.windowMs} ms per cell, interleaved; +RTT: round trip added by a TCP forwarder in front of the real gateway (measured mean in brackets)`);
+  lines.push('');
+  lines.push(`Event loop at a paced load of ${r.pacedRate} handshakes/s offered to each server (Node TLS clients started at a fixed rate, open loop):`);
+  lines.push('');
+  lines.push(markdownTable(
+    ['key', 'server', '+RTT ms', 'completed/s', 'loop delay p50 ms', 'loop delay p99 ms', 'loop delay max ms'],
+    r.paced.map((c) => [c.key, serverLabel(c.server), c.server === 'pem' ? '-' : String(c.rttMs), fmtSpread(c.summary.completedPerSec), fmtSpread(c.summary.loopDelayP50Ms, 1), fmtSpread(c.summary.loopDelayP99Ms, 1), fmtSpread(c.summary.loopDelayMaxMs, 1)]),
+  ));
+  const soak = r.rssSoak;
+  if (soak) {
+    lines.push(`- RSS soak (${soak.key}, ${serverLabel(soak.server)}): ${soak.handshakes} handshakes after ${soak.warmup} of warm-up, RSS first quarter ${soak.firstQuarterMb.toFixed(1)} MB, last quarter ${soak.lastQuarterMb.toFixed(1)} MB (${soak.growthPercent >= 0 ? '+' : ''}${soak.growthPercent.toFixed(1)} %)`);
+  }
+
+  const targets: Target[] = [];
+  const goals: Record<KeyKind, number> = { 'rsa-2048': 0.7, 'ecdsa-p256': 1.05 };
+  for (const key of KEYS) {
+    const pem = cellOf(r, key, 'pem', 0);
+    const keyless = cellOf(r, key, 'auto', 0);
+    const ratio = (keyless?.summary.proxyCpuMicros.median ?? NaN) / (pem?.summary.proxyCpuMicros.median ?? NaN);
     targets.push({
-      name: 'proxy CPU per RSA-2048 handshake lower keyless than with the local key (remote signature cheaper than local signing)',
-      met: rsa.serverCpuDeltaMicros < 0,
-      value: `keyless - stock = ${fmt(rsa.serverCpuDeltaMicros)} µs per handshake, i.e. a remote signature costs the proxy ${fmt((localRsaSignCpuMicros ?? NaN) + rsa.serverCpuDeltaMicros)} µs vs ${fmt(localRsaSignCpuMicros)} µs for a local one`,
+      name: `proxy CPU per full handshake, keyless (default mode) / PEM key ≤ ${goals[key]}x (${key})`,
+      met: Number.isFinite(ratio) ? ratio <= goals[key] : undefined,
+      value: `${fmt(ratio, 2)}x (${fmt(keyless?.summary.proxyCpuMicros.median)} vs ${fmt(pem?.summary.proxyCpuMicros.median)} µs)`,
     });
+  }
+  for (const key of KEYS) {
+    const r0 = cellOf(r, key, 'auto', 0)?.summary.handshakesPerSec.median ?? NaN;
+    const r5 = cellOf(r, key, 'auto', 5)?.summary.handshakesPerSec.median ?? NaN;
+    targets.push({ name: `handshake rate at +5 ms ≥ 0.95x the rate at +0 ms, default mode (${key})`, met: Number.isFinite(r5 / r0) ? r5 / r0 >= 0.95 : undefined, value: `${fmt(r5 / r0, 2)}x (${fmt(r5)} vs ${fmt(r0)} handshakes/s)` });
+  }
+  const paced = (key: KeyKind, server: ProxyServerKind, rttMs: number): number => r.paced.find((c) => c.key === key && c.server === server && c.rttMs === rttMs)?.summary.loopDelayP99Ms.median ?? NaN;
+  for (const key of KEYS) {
+    const pem = paced(key, 'pem', 0);
+    const worst = Math.max(...RTTS_MS.map((rtt) => paced(key, 'auto', rtt)));
+    targets.push({ name: `event-loop delay p99 at ${r.pacedRate} handshakes/s within 1 ms of the PEM-key server's, default mode, every RTT (${key})`, met: Number.isFinite(worst - pem) ? worst - pem <= 1 : undefined, value: `worst ${fmt(worst, 1)} ms vs PEM ${fmt(pem, 1)} ms (blocking at +5 ms: ${fmt(paced(key, 'blocking', 5), 1)} ms)` });
+  }
+  if (soak) {
+    targets.push({ name: `RSS flat over ${soak.handshakes} keyless handshakes: last quarter within 5 % of the first`, met: Math.abs(soak.growthPercent) <= 5, value: `${soak.firstQuarterMb.toFixed(1)} -> ${soak.lastQuarterMb.toFixed(1)} MB (${soak.growthPercent.toFixed(1)} %)` });
   }
   return { text: lines.join('\n'), targets };
 }

@@ -50,6 +50,10 @@ export interface KeylessAddon {
   arm(connId: number): boolean;
   /** Cancels and unwinds a paused handshake job (before destroySSL frees the SSL). */
   release(connId: number): void;
+  /** The caller continues handshakes now and takes their signatures with takeSignRequests() (no main-loop flush). */
+  holdDispatch(): void;
+  /** The signatures queued since the last dispatch, as dispatch() receives them. */
+  takeSignRequests(): ReadonlyArray<string | number | Buffer>;
   nonBlockingStats(): NonBlockingStats;
   /** A worker-less bridge with a fresh local key that signs only in non-blocking mode. */
   createSelfCheckBridge(bridgeId: string): { certPem: string; spkiDer: Buffer };
@@ -70,11 +74,13 @@ export interface NonBlockingStats {
   blockingSigns: number;
   deferredEvents: number;
   timeouts: number;
+  /** Batches of queued signatures handed to the main-thread signers (one per loop turn at most). */
+  dispatches: number;
 }
 
 const ADDON_FUNCTIONS = [
   'createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'workerAttached', 'drainSamples',
-  'enableNonBlocking', 'beginWrap', 'endWrap', 'untrack', 'arm', 'release', 'nonBlockingStats', 'createSelfCheckBridge',
+  'enableNonBlocking', 'beginWrap', 'endWrap', 'untrack', 'arm', 'release', 'holdDispatch', 'takeSignRequests', 'nonBlockingStats', 'createSelfCheckBridge',
 ] as const;
 
 let loaded: KeylessAddon | undefined;

@@ -38,14 +38,19 @@ export class MainThreadSigners {
         this.fail(requestId, 'the bridge has no signer on this thread (closed)');
         continue;
       }
-      let signature: Promise<Buffer>;
       try {
-        signature = signer.sign(batch[i + 2] as string, batch[i + 3] as number, batch[i + 4] as Buffer);
+        if (signer.signWithCallback !== undefined) {
+          signer.signWithCallback(batch[i + 2] as string, batch[i + 3] as number, batch[i + 4] as Buffer, (error, bytes) => {
+            if (error !== null) this.fail(requestId, describe(error));
+            else this.complete(requestId, bytes);
+          });
+        } else {
+          Promise.resolve(signer.sign(batch[i + 2] as string, batch[i + 3] as number, batch[i + 4] as Buffer))
+            .then((bytes) => this.complete(requestId, bytes), (error: unknown) => this.fail(requestId, describe(error)));
+        }
       } catch (error) {
         this.fail(requestId, describe(error));
-        continue;
       }
-      Promise.resolve(signature).then((bytes) => this.complete(requestId, bytes), (error: unknown) => this.fail(requestId, describe(error)));
     }
   };
 

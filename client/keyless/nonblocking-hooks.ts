@@ -209,20 +209,28 @@ export class TlsHooks {
     return true;
   }
 
-  /** Arms each waiting connection and continues its handshake, which starts its job. */
+  /**
+   * Arms each waiting connection and continues its handshake, which starts its job; the
+   * signatures the jobs paused for go to their signers right away, in one batch.
+   */
   private readonly continueAll = (): void => {
     const handles = this.continuations;
     this.continuations = [];
     const certCbDone = this.originalCertCbDone as HandleMethod;
-    for (const handle of handles) {
-      const connId = handle[CONN_ID];
-      if (connId === undefined) continue; // destroyed meanwhile
-      if (this.addon.arm(connId)) this.handles.set(connId, handle);
-      try {
-        certCbDone.call(handle);
-      } catch (error) {
-        handle[SOCKET]?.destroy(error instanceof Error ? error : new Error(String(error)));
+    this.addon.holdDispatch();
+    try {
+      for (const handle of handles) {
+        const connId = handle[CONN_ID];
+        if (connId === undefined) continue; // destroyed meanwhile
+        if (this.addon.arm(connId)) this.handles.set(connId, handle);
+        try {
+          certCbDone.call(handle);
+        } catch (error) {
+          handle[SOCKET]?.destroy(error instanceof Error ? error : new Error(String(error)));
+        }
       }
+    } finally {
+      this.signers.dispatch(this.addon.takeSignRequests());
     }
   };
 }

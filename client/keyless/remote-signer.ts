@@ -10,6 +10,11 @@ import { pathToFileURL } from 'node:url';
  */
 export interface RemoteSigner {
   sign(keyName: string, algorithm: number, digest: Buffer): Promise<Buffer>;
+  /**
+   * Optional, the same as sign() reporting through a callback, called once and never
+   * synchronously. The non-blocking mode prefers it: no promise per handshake.
+   */
+  signWithCallback?(keyName: string, algorithm: number, digest: Buffer, done: (error: Error | null, signature?: Uint8Array) => void): void;
   close?(): Promise<void> | void;
 }
 

@@ -298,6 +298,19 @@ napi_value ArmJs(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// holdDispatch(): the caller takes the requests of the handshakes it continues now.
+napi_value HoldDispatchJs(napi_env env, napi_callback_info) {
+  HoldDispatch();
+  return Undefined(env);
+}
+
+// takeSignRequests(): [bridgeId, requestId, keyName, algorithm, digest, ...]
+napi_value TakeSignRequestsJs(napi_env env, napi_callback_info) {
+  napi_value batch;
+  if (!TakeSignRequests(env, &batch)) return ThrowLastError(env, "takeSignRequests");
+  return batch;
+}
+
 // nonBlockingStats(): Record<string, number>
 napi_value NonBlockingStatsJs(napi_env env, napi_callback_info) {
   const NonBlockingStats stats = GetNonBlockingStats();
@@ -306,7 +319,7 @@ napi_value NonBlockingStatsJs(napi_env env, napi_callback_info) {
       {"notKeyless", stats.not_keyless}, {"paused", stats.paused}, {"resumed", stats.resumed},
       {"pausedNow", stats.paused_now}, {"cancelled", stats.cancelled}, {"orphaned", stats.orphaned},
       {"asyncSigns", stats.async_signs}, {"blockingSigns", stats.blocking_signs},
-      {"deferredEvents", stats.deferred_events}, {"timeouts", stats.timeouts},
+      {"deferredEvents", stats.deferred_events}, {"timeouts", stats.timeouts}, {"dispatches", stats.dispatches},
   };
   napi_value result;
   CHECK_NAPI(env, napi_create_object(env, &result));
@@ -357,6 +370,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"untrack", nullptr, UntrackJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"arm", nullptr, ArmJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"release", nullptr, ReleaseJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"holdDispatch", nullptr, HoldDispatchJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"takeSignRequests", nullptr, TakeSignRequestsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"nonBlockingStats", nullptr, NonBlockingStatsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"createSelfCheckBridge", nullptr, CreateSelfCheckBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };

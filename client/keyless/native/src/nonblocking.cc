@@ -67,12 +67,13 @@ napi_threadsafe_function g_main = nullptr;
 // JavaScript callbacks, called from the main thread (references held for the process).
 napi_ref g_resume_ref = nullptr;
 napi_ref g_dispatch_ref = nullptr;
-bool g_flush_posted = false;  // main thread
+bool g_flush_posted = false;     // main thread: a kFlush event is on its way
+bool g_js_takes_batch = false;   // main thread: JavaScript takes the outbox itself (HoldDispatch)
 
 struct Counters {
   std::atomic<uint64_t> tracked{0}, armed{0}, async_connections{0}, not_keyless{0}, paused{0},
       resumed{0}, paused_now{0}, cancelled{0}, orphaned{0}, async_signs{0}, blocking_signs{0},
-      deferred_events{0}, timeouts{0};
+      deferred_events{0}, timeouts{0}, dispatches{0};
 };
 Counters g_stats;
 
@@ -290,32 +291,43 @@ void Resume(napi_env env, napi_value resume, uint64_t id) {
   }
 }
 
-// Hands every request queued since the last flush to JavaScript in one call.
-void Flush(napi_env env) {
+// Every request queued since the last take, as the flat batch dispatch() receives
+// ([bridgeId, requestId, keyName, algorithm, digest] repeated); an empty array when
+// there is none. False (requests left to time out) if the batch cannot be built.
+bool TakeBatch(napi_env env, napi_value* batch) {
   g_flush_posted = false;
+  g_js_takes_batch = false;
   std::vector<OutboxItem> items;
   TakeOutbox(&items);
-  if (items.empty()) return;
-  napi_value dispatch, batch, undefined;
-  if (napi_get_reference_value(env, g_dispatch_ref, &dispatch) != napi_ok ||
-      napi_create_array_with_length(env, items.size() * 5, &batch) != napi_ok ||
-      napi_get_undefined(env, &undefined) != napi_ok) {
-    return;  // the requests time out
-  }
+  if (napi_create_array_with_length(env, items.size() * 5, batch) != napi_ok) return false;
+  if (!items.empty()) g_stats.dispatches++;
   uint32_t at = 0;
-  bool ok = true;
   for (const OutboxItem& item : items) {
     napi_value fields[5];
     void* copy = nullptr;
-    ok = ok &&
-         napi_create_string_utf8(env, item.bridge_id.data(), item.bridge_id.size(), &fields[0]) == napi_ok &&
-         napi_create_double(env, static_cast<double>(item.request_id), &fields[1]) == napi_ok &&
-         napi_create_string_utf8(env, item.job.key_name.data(), item.job.key_name.size(), &fields[2]) == napi_ok &&
-         napi_create_int32(env, item.job.algorithm, &fields[3]) == napi_ok &&
-         napi_create_buffer_copy(env, item.job.digest.size(), item.job.digest.data(), &copy, &fields[4]) == napi_ok;
-    for (int i = 0; ok && i < 5; i++) ok = napi_set_element(env, batch, at++, fields[i]) == napi_ok;
+    if (napi_create_string_utf8(env, item.bridge_id.data(), item.bridge_id.size(), &fields[0]) != napi_ok ||
+        napi_create_double(env, static_cast<double>(item.request_id), &fields[1]) != napi_ok ||
+        napi_create_string_utf8(env, item.job.key_name.data(), item.job.key_name.size(), &fields[2]) != napi_ok ||
+        napi_create_int32(env, item.job.algorithm, &fields[3]) != napi_ok ||
+        napi_create_buffer_copy(env, item.job.digest.size(), item.job.digest.data(), &copy, &fields[4]) != napi_ok) {
+      return false;
+    }
+    for (napi_value field : fields) {
+      if (napi_set_element(env, *batch, at++, field) != napi_ok) return false;
+    }
   }
-  if (!ok || napi_call_function(env, undefined, dispatch, 1, &batch, nullptr) != napi_ok) {
+  return true;
+}
+
+// The main loop's flush, for requests queued where JavaScript does not take them
+// itself (see HoldDispatch): hands them to dispatch() in one call.
+void Flush(napi_env env) {
+  if (!g_flush_posted) return;  // taken by JavaScript meanwhile
+  napi_value dispatch, batch, undefined;
+  uint32_t length = 0;
+  if (!TakeBatch(env, &batch) || napi_get_array_length(env, batch, &length) != napi_ok || length == 0 ||
+      napi_get_reference_value(env, g_dispatch_ref, &dispatch) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok ||
+      napi_call_function(env, undefined, dispatch, 1, &batch, nullptr) != napi_ok) {
     bool pending = false;
     napi_value exception;
     if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
@@ -520,10 +532,14 @@ void ResumeNow(napi_env env, uint64_t conn_id) {
 }
 
 void ScheduleFlush() {
-  if (g_flush_posted) return;
+  if (g_flush_posted || g_js_takes_batch) return;
   g_flush_posted = true;
   Post(EventKind::kFlush, 0);
 }
+
+void HoldDispatch() { g_js_takes_batch = true; }
+
+bool TakeSignRequests(napi_env env, napi_value* batch) { return TakeBatch(env, batch); }
 
 void PostResume(uint64_t conn_id) { Post(EventKind::kResume, conn_id); }
 void PostLocalSign(uint64_t request_id) { Post(EventKind::kLocalSign, request_id); }
@@ -535,7 +551,7 @@ NonBlockingStats GetNonBlockingStats() {
                           g_stats.not_keyless.load(), g_stats.paused.load(), g_stats.resumed.load(),
                           g_stats.paused_now.load(), g_stats.cancelled.load(), g_stats.orphaned.load(),
                           g_stats.async_signs.load(), g_stats.blocking_signs.load(),
-                          g_stats.deferred_events.load(), g_stats.timeouts.load()};
+                          g_stats.deferred_events.load(), g_stats.timeouts.load(), g_stats.dispatches.load()};
 }
 
 }  // namespace keyless

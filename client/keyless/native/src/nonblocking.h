@@ -49,8 +49,13 @@ bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* 
 // JavaScript (an answer handed to completeSign there).
 void ResumeNow(napi_env env, uint64_t conn_id);
 // A request entered the outbox: dispatch it (with everything else queued in this
-// loop turn) from the main loop. Main thread.
+// loop turn) from the main loop, unless JavaScript takes it itself. Main thread.
 void ScheduleFlush();
+// JavaScript is about to continue handshakes and will take their requests with
+// TakeSignRequests() right after: no main-loop flush (and its wake-up) for them.
+void HoldDispatch();
+// The queued requests as dispatch() receives them; ends HoldDispatch.
+bool TakeSignRequests(napi_env env, napi_value* batch);
 
 // Any thread.
 void PostResume(uint64_t conn_id);
@@ -58,7 +63,7 @@ void PostLocalSign(uint64_t request_id);
 
 struct NonBlockingStats {
   uint64_t tracked, armed, async_connections, not_keyless, paused, resumed, paused_now, cancelled,
-      orphaned, async_signs, blocking_signs, deferred_events, timeouts;
+      orphaned, async_signs, blocking_signs, deferred_events, timeouts, dispatches;
 };
 NonBlockingStats GetNonBlockingStats();
 // A signature with a key of a non-blocking bridge that could not pause.

@@ -53,7 +53,9 @@ export async function nonBlockingSelfCheck(addon: KeylessAddon, hooks: TlsHooks)
     server = tls.createServer({ key: encodeKeylessKeyPem(bridgeId, 'self-check', spkiDer), cert: certPem }, (socket) => socket.end());
     server.on('tlsClientError', (error) => serverErrors.push(error.message));
     const listening = server;
-    await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));
+    // exclusive: in a node:cluster worker, listen(0) would otherwise share one port among the
+    // workers, and another worker's self-check could answer this one's handshakes.
+    await new Promise<void>((resolve) => listening.listen({ port: 0, host: '127.0.0.1', exclusive: true }, resolve));
     const port = (listening.address() as AddressInfo).port;
     const before = addon.nonBlockingStats().resumed;
     const handshakes = (async () => {

@@ -172,6 +172,9 @@ describe('key rotation without downtime', () => {
     assert.deepEqual(tlsErrors, []);
     assert.deepEqual(follower.errors, []);
     assert.deepEqual(follower.history, ['web-2026', 'web-2027']);
+    // The follower's handshakes ran in the default mode, non-blocking, through paused jobs.
+    assert.match(await (await c.keylessMetricsRegistry()).metrics(), /^hsmgw_keyless_bridges\{mode="non-blocking"\} 1$/m);
+    assert.match(await (await c.keylessMetricsRegistry()).metrics(), /^hsmgw_keyless_async_jobs_resumed_total [1-9]\d+$/m);
     assert.ok(load.results.length >= 50, `light load ran (${load.results.length} handshakes)`);
     assert.ok(load.results.some((h) => h.serial === oldSerial), 'handshakes served the old certificate before the switch');
     const firstNew = load.results.findIndex((h) => h.serial === newSerial);

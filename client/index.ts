@@ -2,6 +2,7 @@
 export { GatewayClient, algorithmValue, type AlgorithmName, type KeyDescription } from './gateway-client';
 export { GatewayClientError } from './gateway-client-error';
 export type { GatewayClientOptions } from './gateway-client-options';
+export type { KeylessMode } from './keyless/keyless-options';
 export { SignatureAlgorithm, KeyType } from '../proto/generated/hsmgateway/v1/signer';
 export { GatewaySigner, type GatewaySignerOptions, type SignOptions, type HashName } from './gateway-signer';
 export { createRemoteCrypto, remoteCryptoKey, type RemoteCryptoKey, type RemoteKeyKind, type MessageSigner } from './x509/remote-crypto';

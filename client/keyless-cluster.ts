@@ -11,9 +11,10 @@ export interface KeylessClusterOptions {
 }
 
 /**
- * Runs a keyless TLS server in N worker processes. A full keyless handshake blocks its process
- * for one gateway round trip, so handshake throughput scales with processes: the listening
- * socket is shared by node:cluster, and each worker has its own gateway client and signer thread.
+ * Runs a keyless TLS server in N worker processes, one per core by default: TLS is CPU work, and
+ * one Node process uses one core for it. The listening socket is shared by node:cluster; each
+ * worker has its own GatewayClient, in the default keyless mode (handshakes pause, not block,
+ * while the gateway signs).
  */
 export function runKeylessCluster(options: KeylessClusterOptions): void {
   if (!cluster.isPrimary) {

@@ -6,14 +6,14 @@
 //   https.createServer({ cert: certPem, key: bridge.keyPem('web-ec', spki) }, handler);
 //   tls.connect({ cert: clientCertPem, key: bridge.keyPem('client', clientSpki), ... });  // mTLS upstream
 //
-// The handshake thread is blocked for one signer round trip per full handshake (at
-// most signTimeoutMs); resumed sessions need no signature. Opt-in `nonBlocking: true`
-// pauses server handshakes instead (docs/NON-BLOCKING.md; relies on Node internals,
-// checked at start-up with a fallback to blocking). Measured here: +1 ms round
-// trip ~0.85x, +5 ms ~0.55x of the stock handshake rate per process. TLS 1.2 static-RSA cipher suites cannot work (no decryption)
-// and fail with a readable error. On Node <= 22, do not read `asymmetricKeyDetails`
-// of a KeyObject made from a keyless PEM (Node asserts on provider-only EC keys).
-export { KeylessBridge, type KeylessBridgeOptions } from './keyless-bridge';
+// By default (mode 'auto') server handshakes pause while the signature is in flight and the
+// bridge's signer on this thread sends it (docs/NON-BLOCKING.md; relies on Node internals,
+// checked at start-up with a fallback to blocking). The blocking path (mode 'blocking', client
+// keys, guarded servers) waits for the bridge's worker thread, at most signTimeoutMs. Resumed
+// sessions need no signature. TLS 1.2 static-RSA cipher suites cannot work (no decryption) and
+// fail with a readable error. On Node <= 22, do not read `asymmetricKeyDetails` of a KeyObject
+// made from a keyless PEM (Node asserts on provider-only EC keys).
+export { KeylessBridge, type KeylessBridgeOptions, type KeylessMode } from './keyless-bridge';
 export { KeylessMetrics } from './keyless-metrics';
 export { KEYLESS_PEM_LABEL } from './keyless-key-pem';
 export { SignatureAlgorithm, type CreateRemoteSigner, type RemoteSigner } from './remote-signer';

@@ -49,3 +49,39 @@ test('npm run bench -- --quick writes a report with every sign-path cell and the
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('npm run bench -- --quick --only handshake measures every server, mode and round trip, the paced cells and the RSS soak', { timeout: 240_000 }, () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-smoke-'));
+  try {
+    const env = { ...process.env };
+    if (env.HSMGW_TEST_STATE_DIR) env.HSMGW_BENCH_STATE_DIR = env.HSMGW_TEST_STATE_DIR;
+    const run = spawnSync(process.execPath, [RUN, '--quick', '--only', 'handshake', '--out', out], { env, encoding: 'utf8', timeout: 230_000 });
+    assert.equal(run.status, 0, `bench failed:\n${run.stderr}`);
+    assert.match(run.stdout, /## Handshake path/);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
+    const cells = report.handshake.cells as Array<{ key: string; server: string; mode: string; rttMs: number; samples: Array<Record<string, number>> }>;
+    for (const key of ['ecdsa-p256', 'rsa-2048']) {
+      assert.ok(cells.some((c) => c.key === key && c.server === 'pem' && c.mode === 'pem'), `${key} PEM`);
+      for (const rttMs of [0, 1, 5]) {
+        for (const [server, mode] of [['auto', 'non-blocking'], ['non-blocking', 'non-blocking'], ['blocking', 'blocking']]) {
+          assert.ok(cells.some((c) => c.key === key && c.server === server && c.mode === mode && c.rttMs === rttMs), `${key} ${server} +${rttMs} ms (${mode})`);
+        }
+      }
+    }
+    for (const c of cells) {
+      for (const s of c.samples) {
+        assert.ok(s.handshakesPerSec > 0, `${c.key} ${c.server} +${c.rttMs}: no handshakes`);
+        assert.equal(s.clientErrors, 0, `${c.key} ${c.server} +${c.rttMs}: TLS errors`);
+        assert.ok(s.proxyCpuMicros > 0 && s.proxyMainThreadMicros > 0, `${c.key} ${c.server}: proxy CPU`);
+      }
+    }
+    const paced = report.handshake.paced as Array<{ samples: Array<{ completedPerSec: number; loopDelayP99Ms: number }> }>;
+    assert.equal(paced.length, 10);
+    for (const c of paced) for (const s of c.samples) assert.ok(s.completedPerSec > 0 && s.loopDelayP99Ms > 0);
+    assert.ok(report.handshake.rssSoak.handshakes >= 4000);
+    const names = (report.targets as Array<{ name: string }>).map((t) => t.name).join('\n');
+    for (const pattern of [/proxy CPU per full handshake.*ecdsa-p256/, /proxy CPU per full handshake.*rsa-2048/, /rate at \+5 ms/, /event-loop delay p99/, /RSS flat/]) assert.match(names, pattern);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});

@@ -1,6 +1,7 @@
-// Abuse of the non-blocking mode: thousands of clients aborting mid-signature,
-// timeouts in bulk and signer workers dying under load. No crash, no hang, no paused
-// job left behind, and no memory growth beyond a stock-server control run.
+// Abuse of the default (non-blocking) mode: thousands of clients aborting mid-signature,
+// timeouts in bulk, many keys at once, signers failing under load, and (blocking path)
+// signer workers dying. No crash, no hang, no paused job left behind, and no memory growth
+// beyond a stock-server control run.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
@@ -141,5 +142,43 @@ describe('default-mode timeouts and signer failures under load; worker restarts 
     const text = await blockingBridge.metrics.registry.metrics();
     assert.match(text, /hsmgw_keyless_signer_worker_exits_total\{reason="exit"\} 3/);
     assert.match(text, /hsmgw_keyless_sign_failures_total\{key="exit",reason="worker_dead"\} 3/);
+  });
+});
+
+describe('many keys at once in the default mode', () => {
+  const KEYS = 64;
+
+  test(`${KEYS} keyless keys behind SNI, 4 handshakes each at once, a quarter of the clients aborting mid-signature: all settle, none stays paused`, async () => {
+    const pki = testPki();
+    const bridge = await KeylessBridge.start({ signerModule: SIGNER, signerOptions: { keyFile: pki.leaves.rsa2048.keyFile, delayMs: 20 } });
+    const contexts: Record<string, tls.SecureContext> = {};
+    for (let k = 0; k < KEYS; k++) {
+      contexts[`key${k}.test`] = tls.createSecureContext({ key: bridge.keyPem(`key${k}`, pki.leaves.rsa2048.spki), cert: pki.leaves.rsa2048.certPem });
+    }
+    const server = await startServer(contexts);
+    const before = stats();
+    try {
+      const attempts = Array.from({ length: KEYS * 4 }, (_, i) => {
+        const servername = `key${i % KEYS}.test`;
+        if (i % 4 !== 3) return boundedHandshake(pki, server.port, servername);
+        // Abort once the ClientHello is out: the server's job pauses, then its connection goes.
+        return new Promise<NodeHandshake>((resolve) => {
+          const socket = tls.connect({ host: '127.0.0.1', port: server.port, servername, ca: pki.caPem, checkServerIdentity: () => undefined });
+          socket.once('error', () => undefined);
+          setTimeout(() => { socket.destroy(); resolve({ authorized: false, protocol: null, error: new Error('aborted') }); }, 10);
+        });
+      });
+      const results = await Promise.all(attempts);
+      const completed = results.filter((_, i) => i % 4 !== 3);
+      assert.deepEqual(completed.map((result) => result.error?.message), Array(completed.length).fill(undefined));
+      for (let i = 0; i < 100 && stats().pausedNow > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      const after = stats();
+      assert.equal(after.pausedNow, 0);
+      assert.ok(after.asyncSigns - before.asyncSigns >= completed.length, `async signatures ${after.asyncSigns - before.asyncSigns}`);
+      assert.equal(after.orphaned, before.orphaned);
+    } finally {
+      await server.close();
+      await bridge.close();
+    }
   });
 });

@@ -17,7 +17,7 @@ function field(name: string, value: string): Buffer {
   return Buffer.concat([length, bytes]);
 }
 
-/** Validates `spkiDer` (EC or RSA SubjectPublicKeyInfo) and returns it in canonical DER. */
+/** Validates `spkiDer` (an EC, RSA or Ed25519 SubjectPublicKeyInfo) and returns it in canonical DER. */
 export function canonicalSpki(spkiDer: Buffer): Buffer {
   if (!Buffer.isBuffer(spkiDer)) throw new TypeError('keyless: spkiDer must be a Buffer');
   let type: string | undefined;
@@ -29,8 +29,8 @@ export function canonicalSpki(spkiDer: Buffer): Buffer {
   } catch (error) {
     throw new TypeError(`keyless: spkiDer is not a DER SubjectPublicKeyInfo (${error instanceof Error ? error.message : String(error)})`);
   }
-  if (type !== 'ec' && type !== 'rsa') {
-    throw new TypeError(`keyless: spkiDer must hold an EC or RSA public key, not ${type ?? 'unknown'}`);
+  if (type !== 'ec' && type !== 'rsa' && type !== 'ed25519') {
+    throw new TypeError(`keyless: spkiDer must hold an EC, RSA or Ed25519 public key, not ${type ?? 'unknown'}`);
   }
   return der;
 }

@@ -2,11 +2,12 @@
 import { pathToFileURL } from 'node:url';
 
 /**
- * Signs prehashed digests with remote keys. A bridge has one in its worker thread (the
- * blocking path) and, in non-blocking mode, one on the thread that owns the TLS servers.
- * `algorithm` is a SignatureAlgorithm number of proto/hsmgateway/v1/signer.proto
- * (RSA_PKCS1_SHA256=1 ... ECDSA_SHA512=9); ECDSA signatures are DER-encoded, RSA
- * signatures are modulus-sized.
+ * Signs with remote keys. A bridge has one in its worker thread (the blocking path) and, in
+ * non-blocking mode, one on the thread that owns the TLS servers. `algorithm` is a
+ * SignatureAlgorithm number of proto/hsmgateway/v1/signer.proto: for RSA_PKCS1_SHA256=1 ...
+ * ECDSA_SHA512=9 the bytes are a digest; for ED25519=10 they are the whole message (EdDSA
+ * signs the message, and the TLS handshake's signed content is short). ECDSA signatures are
+ * DER-encoded, RSA signatures modulus-sized, Ed25519 signatures 64 bytes.
  */
 export interface RemoteSigner {
   sign(keyName: string, algorithm: number, digest: Buffer): Promise<Buffer>;
@@ -32,6 +33,7 @@ export const SignatureAlgorithm = {
   ECDSA_SHA256: 7,
   ECDSA_SHA384: 8,
   ECDSA_SHA512: 9,
+  ED25519: 10,
 } as const;
 
 export function isRemoteSigner(value: unknown): value is RemoteSigner {

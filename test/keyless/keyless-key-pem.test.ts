@@ -21,9 +21,11 @@ test('the PEM names the bridge and key and carries only the public key', () => {
   assert.deepEqual(body.subarray(26), ec);
 });
 
-test('keyPem refuses keys that are not EC or RSA, and bad names', () => {
+test('keyPem takes EC, RSA and Ed25519 keys and refuses others, and bad names', () => {
   const ed = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'der' });
-  assert.throws(() => encodeKeylessKeyPem('b', 'k', ed), /EC or RSA public key, not ed25519/);
+  assert.match(encodeKeylessKeyPem('b', 'k', ed), /^-----BEGIN HSM GATEWAY KEYLESS KEY-----\n/);
+  const x448 = generateKeyPairSync('x448').publicKey.export({ type: 'spki', format: 'der' });
+  assert.throws(() => encodeKeylessKeyPem('b', 'k', x448), /EC, RSA or Ed25519 public key, not x448/);
   assert.throws(() => encodeKeylessKeyPem('b', 'k', Buffer.from('nope')), /not a DER SubjectPublicKeyInfo/);
   assert.throws(() => encodeKeylessKeyPem('b', '', ec), /keyName must be 1\.\.1024 bytes/);
 });

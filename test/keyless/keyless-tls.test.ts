@@ -13,7 +13,7 @@ import {
   nodeHandshake, run, sClient, startBridge, startServer, takeLog, tempFile, testPki,
 } from './support/keyless-kit';
 
-const SERVER_KEYS: LeafName[] = ['ec256', 'ec384', 'rsa2048', 'rsa3072'];
+const SERVER_KEYS: LeafName[] = ['ec256', 'ec384', 'rsa2048', 'rsa3072', 'ed25519'];
 
 describe('keyless TLS server', () => {
   let pki: Pki;
@@ -29,6 +29,7 @@ describe('keyless TLS server', () => {
     // Answers with another key of the same type: clients must reject the signature.
     keys['ec256-wrong'] = { keyFile: pki.leaves.ec256other.keyFile };
     keys['rsa2048-wrong'] = { keyFile: pki.leaves.rsa2048other.keyFile };
+    keys['ed25519-wrong'] = { keyFile: pki.leaves.ed25519other.keyFile };
     bridge = await startBridge(keys, { logFile: log });
 
     const contexts: Record<string, tls.SecureContext> = {};
@@ -38,6 +39,7 @@ describe('keyless TLS server', () => {
     }
     contexts['ec256wrong.test'] = tls.createSecureContext({ key: bridge.keyPem('ec256-wrong', pki.leaves.ec256.spki), cert: pki.leaves.ec256.certPem });
     contexts['rsa2048wrong.test'] = tls.createSecureContext({ key: bridge.keyPem('rsa2048-wrong', pki.leaves.rsa2048.spki), cert: pki.leaves.rsa2048.certPem });
+    contexts['ed25519wrong.test'] = tls.createSecureContext({ key: bridge.keyPem('ed25519-wrong', pki.leaves.ed25519.spki), cert: pki.leaves.ed25519.certPem });
     // An ordinary PEM key in the same process and server.
     contexts['ec256other.test'] = tls.createSecureContext({ key: pki.leaves.ec256other.keyPem, cert: pki.leaves.ec256other.certPem });
     server = await startServer(contexts);
@@ -62,6 +64,9 @@ describe('keyless TLS server', () => {
     ['rsa2048', ['-tls1_2', '-sigalgs', 'RSA+SHA256'], 'RSA', 1],
     ['rsa3072', ['-tls1_2', '-sigalgs', 'RSA+SHA384'], 'RSA', 2],
     ['rsa3072', ['-tls1_2', '-sigalgs', 'RSA+SHA512'], 'RSA', 3],
+    // Pure EdDSA: the signer gets the whole signed content, not a digest.
+    ['ed25519', ['-tls1_3'], 'ed25519', 10],
+    ['ed25519', ['-tls1_2', '-cipher', 'ECDHE-ECDSA-AES128-GCM-SHA256'], 'ed25519', 10],
   ];
   for (const [name, options, signatureType, algorithm] of cases) {
     test(`openssl s_client ${name} ${options.join(' ')} verifies a ${signatureType} signature (algorithm ${algorithm})`, async () => {
@@ -74,11 +79,13 @@ describe('keyless TLS server', () => {
     });
   }
 
-  test('curl verifies the server', async () => {
-    const url = `https://rsa2048.test:${server.port}/`;
-    const result = await run('curl', ['-sS', '--cacert', pki.caFile, '--resolve', `rsa2048.test:${server.port}:127.0.0.1`, url]);
-    assert.ok(result.ok, result.output);
-    assert.match(result.output, /keyless ok/);
+  test('curl verifies the server (RSA and Ed25519)', async () => {
+    for (const name of ['rsa2048', 'ed25519']) {
+      const url = `https://${name}.test:${server.port}/`;
+      const result = await run('curl', ['-sS', '--cacert', pki.caFile, '--resolve', `${name}.test:${server.port}:127.0.0.1`, url]);
+      assert.ok(result.ok, result.output);
+      assert.match(result.output, /keyless ok/);
+    }
   });
 
   test('node tls.connect verifies the server', async () => {
@@ -97,7 +104,7 @@ describe('keyless TLS server', () => {
   });
 
   test('a signer answering with another key makes clients fail with a bad signature', async () => {
-    for (const [name, options] of [['ec256wrong.test', ['-tls1_3']], ['rsa2048wrong.test', ['-tls1_2', '-sigalgs', 'RSA+SHA256']]] as const) {
+    for (const [name, options] of [['ec256wrong.test', ['-tls1_3']], ['rsa2048wrong.test', ['-tls1_2', '-sigalgs', 'RSA+SHA256']], ['ed25519wrong.test', ['-tls1_3']]] as const) {
       const result = await sClient(pki, server.port, name, [...options], 'localhost');
       assert.equal(result.ok, false, result.output);
       assert.match(result.output, /bad signature/);

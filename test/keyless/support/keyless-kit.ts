@@ -25,6 +25,8 @@ export const LEAVES = {
   rsa2048other: ['RSA', 'rsa_keygen_bits:2048'],
   client: ['EC', 'ec_paramgen_curve:P-256'],
   clientrsa: ['RSA', 'rsa_keygen_bits:2048'],
+  ed25519: ['ED25519', undefined],
+  ed25519other: ['ED25519', undefined],
 } as const;
 export type LeafName = keyof typeof LEAVES;
 
@@ -50,7 +52,7 @@ function generate(dir: string): void {
   openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key',
     '-out', 'ca.pem', '-subj', '/CN=keyless test CA', '-days', '30'], dir);
   for (const [name, [algorithm, option]] of Object.entries(LEAVES)) {
-    openssl(['genpkey', '-algorithm', algorithm, '-pkeyopt', option, '-out', `${name}.key`], dir);
+    openssl(['genpkey', '-algorithm', algorithm, ...(option !== undefined ? ['-pkeyopt', option] : []), '-out', `${name}.key`], dir);
     openssl(['req', '-new', '-key', `${name}.key`, '-subj', `/CN=${name}.test`, '-out', `${name}.csr`], dir);
     fs.writeFileSync(path.join(dir, `${name}.ext`),
       `subjectAltName=DNS:${name}.test,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n`);
@@ -61,7 +63,7 @@ function generate(dir: string): void {
 
 /** The test PKI, generated once and cached in the temp dir for a day (RSA keygen is slow). */
 export function testPki(): Pki {
-  const dir = path.join(os.tmpdir(), `hsmgw-keyless-pki-v1-${process.getuid?.() ?? 0}`);
+  const dir = path.join(os.tmpdir(), `hsmgw-keyless-pki-v2-${process.getuid?.() ?? 0}`);
   const fresh = fs.existsSync(path.join(dir, 'ready')) && Date.now() - fs.statSync(path.join(dir, 'ready')).mtimeMs < 86_400_000;
   if (!fresh) {
     const staging = fs.mkdtempSync(`${dir}.tmp-`);

@@ -10,7 +10,7 @@
 
 namespace keyless {
 
-enum class KeyType { kEc, kRsa };
+enum class KeyType { kEc, kRsa, kEd25519 };
 
 struct KeylessKey {
   explicit KeylessKey(KeyType t) : type(t) {}
@@ -34,7 +34,15 @@ inline void KeyUnref(KeylessKey* key) {
   if (key != nullptr && key->refs.fetch_sub(1) == 1) delete key;
 }
 
-inline const char* KeyTypeName(KeyType type) { return type == KeyType::kEc ? "EC" : "RSA"; }
+// OpenSSL's key type names (the default provider's keymgmt algorithms).
+inline const char* KeyTypeName(KeyType type) {
+  switch (type) {
+    case KeyType::kEc: return "EC";
+    case KeyType::kRsa: return "RSA";
+    case KeyType::kEd25519: return "ED25519";
+  }
+  return "";
+}
 
 }  // namespace keyless
 

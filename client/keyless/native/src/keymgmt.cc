@@ -58,9 +58,11 @@ KeylessKey* ParseBody(const unsigned char* data, long len) {
     type = KeyType::kEc;
   } else if (EVP_PKEY_is_a(pub, "RSA")) {
     type = KeyType::kRsa;
+  } else if (EVP_PKEY_is_a(pub, "ED25519")) {
+    type = KeyType::kEd25519;
   } else {
     EVP_PKEY_free(pub);
-    RaiseError(kBadKeyPem, "keyless: key '%s' is neither EC nor RSA", key_name.c_str());
+    RaiseError(kBadKeyPem, "keyless: key '%s' is not EC, RSA or Ed25519", key_name.c_str());
     return nullptr;
   }
   KeylessKey* key = new KeylessKey(type);
@@ -252,17 +254,32 @@ const OSSL_PARAM kRsaTypes[] = {
     OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, nullptr, 0),
     OSSL_PARAM_END,
 };
+const OSSL_PARAM kEd25519Types[] = {
+    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, nullptr, 0),
+    OSSL_PARAM_END,
+};
 
 template <KeyType kType>
 const OSSL_PARAM* KmTypes(int selection) {
   if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0) return nullptr;
-  return kType == KeyType::kEc ? kEcTypes : kRsaTypes;
+  switch (kType) {
+    case KeyType::kEc: return kEcTypes;
+    case KeyType::kRsa: return kRsaTypes;
+    case KeyType::kEd25519: return kEd25519Types;
+  }
+  return nullptr;
 }
 
+// The signature algorithm (ours, signature.cc) that libcrypto uses with this key type.
 template <KeyType kType>
 const char* KmQueryOperationName(int operation_id) {
   if (operation_id != OSSL_OP_SIGNATURE) return nullptr;
-  return kType == KeyType::kEc ? "ECDSA" : "RSA";
+  switch (kType) {
+    case KeyType::kEc: return "ECDSA";
+    case KeyType::kRsa: return "RSA";
+    case KeyType::kEd25519: return "ED25519";
+  }
+  return nullptr;
 }
 
 void* KmDup(const void* keydata, int selection) {
@@ -313,5 +330,7 @@ const OSSL_DISPATCH kEcKeymgmtFunctions[] = KEYMGMT_FUNCTIONS(KeyType::kEc);
 const OSSL_DISPATCH kRsaKeymgmtFunctions[] = KEYMGMT_FUNCTIONS(KeyType::kRsa);
 const OSSL_DISPATCH kEcDecoderFunctions[] = DECODER_FUNCTIONS(KeyType::kEc);
 const OSSL_DISPATCH kRsaDecoderFunctions[] = DECODER_FUNCTIONS(KeyType::kRsa);
+const OSSL_DISPATCH kEd25519KeymgmtFunctions[] = KEYMGMT_FUNCTIONS(KeyType::kEd25519);
+const OSSL_DISPATCH kEd25519DecoderFunctions[] = DECODER_FUNCTIONS(KeyType::kEd25519);
 
 }  // namespace keyless

@@ -41,16 +41,19 @@ const OSSL_ITEM kReasonStrings[] = {
 const OSSL_ALGORITHM kKeymgmts[] = {
     {"EC", kPropertyDefinition, kEcKeymgmtFunctions, "keyless EC key"},
     {"RSA", kPropertyDefinition, kRsaKeymgmtFunctions, "keyless RSA key"},
+    {"ED25519", kPropertyDefinition, kEd25519KeymgmtFunctions, "keyless Ed25519 key"},
     {nullptr, nullptr, nullptr, nullptr},
 };
 const OSSL_ALGORITHM kDecoders[] = {
     {"EC", "provider=hsmgw-keyless,input=pem", kEcDecoderFunctions, "keyless EC key PEM"},
     {"RSA", "provider=hsmgw-keyless,input=pem", kRsaDecoderFunctions, "keyless RSA key PEM"},
+    {"ED25519", "provider=hsmgw-keyless,input=pem", kEd25519DecoderFunctions, "keyless Ed25519 key PEM"},
     {nullptr, nullptr, nullptr, nullptr},
 };
 const OSSL_ALGORITHM kSignatures[] = {
     {"ECDSA", kPropertyDefinition, kEcdsaSignatureFunctions, "remote ECDSA"},
     {"RSA", kPropertyDefinition, kRsaSignatureFunctions, "remote RSA PKCS#1/PSS"},
+    {"ED25519", kPropertyDefinition, kEd25519SignatureFunctions, "remote Ed25519 (pure, one-shot)"},
     {nullptr, nullptr, nullptr, nullptr},
 };
 const OSSL_ALGORITHM kAsymCiphers[] = {

@@ -63,6 +63,9 @@ extern const OSSL_DISPATCH kRsaDecoderFunctions[];
 extern const OSSL_DISPATCH kEcdsaSignatureFunctions[];
 extern const OSSL_DISPATCH kRsaSignatureFunctions[];
 extern const OSSL_DISPATCH kRsaAsymCipherFunctions[];
+extern const OSSL_DISPATCH kEd25519KeymgmtFunctions[];
+extern const OSSL_DISPATCH kEd25519DecoderFunctions[];
+extern const OSSL_DISPATCH kEd25519SignatureFunctions[];
 
 }  // namespace keyless
 

@@ -1,8 +1,10 @@
 // Signature operations for keyless keys, and an RSA "cipher" that refuses to decrypt.
 //
-// OpenSSL hands us the digest name, padding and PSS parameters; we hash (for the
-// DigestSign path), map the combination to a SignatureAlgorithm number and ask the
-// remote signer. Anything that does not map to one of those numbers is refused.
+// ECDSA and RSA: OpenSSL hands us the digest name, padding and PSS parameters; we hash
+// (for the DigestSign path), map the combination to a SignatureAlgorithm number and ask
+// the remote signer for a signature over the digest. Ed25519 is pure EdDSA: one-shot
+// DigestSign with no digest, and the whole message goes to the remote signer.
+// Anything that does not map to one of the numbers is refused.
 #include <openssl/core_names.h>
 #include <openssl/params.h>
 #include <openssl/rsa.h>
@@ -24,6 +26,7 @@ enum Algorithm : int {
   kRsaPkcs1Sha256 = 1, kRsaPkcs1Sha384 = 2, kRsaPkcs1Sha512 = 3,
   kRsaPssSha256 = 4, kRsaPssSha384 = 5, kRsaPssSha512 = 6,
   kEcdsaSha256 = 7, kEcdsaSha384 = 8, kEcdsaSha512 = 9,
+  kEd25519 = 10,
 };
 
 struct SigCtx {
@@ -192,12 +195,44 @@ int MapAlgorithm(const SigCtx* ctx, size_t digest_len, std::string* why) {
   return kRsaPssSha256 + index;
 }
 
+// Asks the remote signer for `algorithm` over `input` (a digest, or the message for
+// Ed25519) and checks the answer's shape before OpenSSL uses it.
+int RemoteSignature(SigCtx* ctx, int algorithm, unsigned char* sig, size_t* siglen, size_t sigsize,
+                    const unsigned char* input, size_t input_len) {
+  const size_t max = static_cast<size_t>(EVP_PKEY_get_size(ctx->key->pub));
+  std::vector<unsigned char> out;
+  // Inside an async handshake of a non-blocking bridge the job pauses; anywhere
+  // else (other bridges, client connections, outside a handshake) it blocks.
+  bool handled = false;
+  bool ok = NonBlockingSign(*ctx->key, algorithm, input, input_len, &out, &handled);
+  if (!handled) {
+    if (BridgeIsNonBlocking(ctx->key->bridge_id)) CountBlockingSign();
+    ok = RemoteSign(ctx->key->bridge_id, ctx->key->key_name, algorithm, input, input_len, &out);
+  }
+  if (!ok) return 0;
+  const KeyType type = ctx->key->type;
+  if (type == KeyType::kRsa && !out.empty() && out.size() < max) {
+    out.insert(out.begin(), max - out.size(), 0);  // I2OSP: left-pad to the modulus size
+  }
+  // RSA and Ed25519 signatures have one size; ECDSA's is DER, at most `max`.
+  const bool well_formed = type == KeyType::kEc ? !out.empty() && out.size() <= max && out[0] == 0x30 : out.size() == max;
+  if (!well_formed || out.size() > sigsize) {
+    RecordFailure(ctx->key->key_name, kBadSignature);
+    RaiseError(kBadSignatureLength, "keyless: signer returned %zu bytes for key '%s' (expected %s%zu)",
+               out.size(), ctx->key->key_name.c_str(),
+               type == KeyType::kEc ? "a DER ECDSA signature of at most " : "", max);
+    return 0;
+  }
+  std::memcpy(sig, out.data(), out.size());
+  *siglen = out.size();
+  return 1;
+}
+
 int SignDigest(SigCtx* ctx, unsigned char* sig, size_t* siglen, size_t sigsize,
                const unsigned char* digest, size_t digest_len) {
   if (ctx->key == nullptr) return 0;
-  const size_t max = static_cast<size_t>(EVP_PKEY_get_size(ctx->key->pub));
   if (sig == nullptr) {
-    *siglen = max;
+    *siglen = static_cast<size_t>(EVP_PKEY_get_size(ctx->key->pub));
     return 1;
   }
   std::string why;
@@ -207,31 +242,7 @@ int SignDigest(SigCtx* ctx, unsigned char* sig, size_t* siglen, size_t sigsize,
     RaiseError(kUnsupportedSignature, "keyless: %s (key '%s')", why.c_str(), ctx->key->key_name.c_str());
     return 0;
   }
-  std::vector<unsigned char> out;
-  // Inside an async handshake of a non-blocking bridge the job pauses; anywhere
-  // else (other bridges, client connections, outside a handshake) it blocks.
-  bool handled = false;
-  bool ok = NonBlockingSign(*ctx->key, algorithm, digest, digest_len, &out, &handled);
-  if (!handled) {
-    if (BridgeIsNonBlocking(ctx->key->bridge_id)) CountBlockingSign();
-    ok = RemoteSign(ctx->key->bridge_id, ctx->key->key_name, algorithm, digest, digest_len, &out);
-  }
-  if (!ok) return 0;
-  if (ctx->key->type == KeyType::kRsa && !out.empty() && out.size() < max) {
-    out.insert(out.begin(), max - out.size(), 0);  // I2OSP: left-pad to the modulus size
-  }
-  const bool well_formed = ctx->key->type == KeyType::kRsa ? out.size() == max
-                                                         : !out.empty() && out.size() <= max && out[0] == 0x30;
-  if (!well_formed || out.size() > sigsize) {
-    RecordFailure(ctx->key->key_name, kBadSignature);
-    RaiseError(kBadSignatureLength, "keyless: signer returned %zu bytes for key '%s' (expected %s%zu)",
-               out.size(), ctx->key->key_name.c_str(),
-               ctx->key->type == KeyType::kRsa ? "" : "a DER ECDSA signature of at most ", max);
-    return 0;
-  }
-  std::memcpy(sig, out.data(), out.size());
-  *siglen = out.size();
-  return 1;
+  return RemoteSignature(ctx, algorithm, sig, siglen, sigsize, digest, digest_len);
 }
 
 int Sign(void* vctx, unsigned char* sig, size_t* siglen, size_t sigsize,
@@ -247,6 +258,27 @@ int DigestSignFinal(void* vctx, unsigned char* sig, size_t* siglen, size_t sigsi
   unsigned int digest_len = 0;
   if (EVP_DigestFinal_ex(ctx->mdctx, digest, &digest_len) != 1) return 0;
   return SignDigest(ctx, sig, siglen, sigsize, digest, digest_len);
+}
+
+// ---- Ed25519: one-shot DigestSign over the whole message -------------------------------
+
+int Ed25519DigestSignInit(void* vctx, const char* mdname, void* provkey, const OSSL_PARAM params[]) {
+  if (mdname != nullptr && mdname[0] != '\0') {
+    RaiseError(kUnsupportedSignature, "keyless: Ed25519 signs the message itself, not a %s digest", mdname);
+    return 0;
+  }
+  return SignInit(vctx, provkey, params);
+}
+
+int Ed25519DigestSign(void* vctx, unsigned char* sig, size_t* siglen, size_t sigsize,
+                      const unsigned char* tbs, size_t tbslen) {
+  SigCtx* ctx = static_cast<SigCtx*>(vctx);
+  if (ctx->key == nullptr) return 0;
+  if (sig == nullptr) {
+    *siglen = static_cast<size_t>(EVP_PKEY_get_size(ctx->key->pub));
+    return 1;
+  }
+  return RemoteSignature(ctx, kEd25519, sig, siglen, sigsize, tbs, tbslen);
 }
 
 // ---- RSA decryption: refused with a readable reason -------------------------------
@@ -287,6 +319,15 @@ int CipherDecrypt(void* ctx, unsigned char*, size_t*, size_t, const unsigned cha
 
 const OSSL_DISPATCH kEcdsaSignatureFunctions[] = SIGNATURE_FUNCTIONS;
 const OSSL_DISPATCH kRsaSignatureFunctions[] = SIGNATURE_FUNCTIONS;
+
+const OSSL_DISPATCH kEd25519SignatureFunctions[] = {
+    FN(OSSL_FUNC_SIGNATURE_NEWCTX, NewCtx),
+    FN(OSSL_FUNC_SIGNATURE_FREECTX, FreeCtx),
+    FN(OSSL_FUNC_SIGNATURE_DUPCTX, DupCtx),
+    FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, Ed25519DigestSignInit),
+    FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN, Ed25519DigestSign),
+    {0, nullptr},
+};
 
 const OSSL_DISPATCH kRsaAsymCipherFunctions[] = {
     FN(OSSL_FUNC_ASYM_CIPHER_NEWCTX, CipherNewCtx),

@@ -1,6 +1,7 @@
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { SignResponse, type SignRequest } from '../../proto/generated/hsmgateway/v1/signer';
 import type { LimitsConfig } from '../config/gateway-config';
+import type { AuthenticatedConnection } from './caller-connection';
 import { toGatewayError } from './gateway-error';
 import type { SignPipeline } from './sign-pipeline';
 import { deadlineOf } from './deadline';
@@ -10,9 +11,17 @@ import { deadlineOf } from './deadline';
  * so answers may come back out of order (matched by request_id). A failed request gets an
  * answer with error_code/error_message; the stream stays open. The stream ends once the client
  * has half-closed and every answer is written.
+ *
+ * Memory per stream is bounded even when the client never reads its answers: an item holds its
+ * in-flight slot until its answer is written, and once maxStreamInFlight answers wait to be
+ * written the stream stops reading, so HTTP/2 flow control pushes back on the client.
  */
 export class SignStreamSession {
+  /** Items being signed or whose answer is not written yet. */
   private inFlight = 0;
+  /** Answers (signatures and refusals) handed to the call and not yet written to the connection. */
+  private unsent = 0;
+  private readingPaused = false;
   private clientDone = false;
   private closed = false;
   private draining = false;
@@ -21,7 +30,7 @@ export class SignStreamSession {
 
   constructor(
     private readonly call: ServerDuplexStream<SignRequest, SignResponse>,
-    private readonly identity: string,
+    private readonly connection: AuthenticatedConnection,
     private readonly pipeline: SignPipeline,
     private readonly limits: LimitsConfig,
   ) {}
@@ -50,35 +59,54 @@ export class SignStreamSession {
 
   private onRequest(req: SignRequest): void {
     if (this.draining) {
-      this.write(SignResponse.create({ requestId: req.requestId, errorCode: status.UNAVAILABLE, errorMessage: 'gateway shutting down; retry on another endpoint' }));
+      this.refuse(req, status.UNAVAILABLE, 'gateway shutting down; retry on another endpoint');
       return;
     }
     if (this.inFlight >= this.limits.maxStreamInFlight) {
-      this.write(SignResponse.create({
-        requestId: req.requestId,
-        errorCode: status.RESOURCE_EXHAUSTED,
-        errorMessage: `more than ${this.limits.maxStreamInFlight} requests in flight on this stream; wait for answers`,
-      }));
+      this.refuse(req, status.RESOURCE_EXHAUSTED, `more than ${this.limits.maxStreamInFlight} requests in flight on this stream; wait for answers`);
       return;
     }
     this.inFlight++;
     // Each item gets the default request timeout, bounded by the stream's own deadline.
     const deadline = deadlineOf(this.call, this.limits.requestTimeoutMs);
-    this.pipeline.sign(req, { identity: this.identity, rpc: 'SignStream', deadline }).then(
-      (signature) => this.write(SignResponse.create({ requestId: req.requestId, signature })),
+    this.pipeline.sign(req, { connection: this.connection, rpc: 'SignStream', deadline }).then(
+      (signature) => this.answer(SignResponse.create({ requestId: req.requestId, signature }), true),
       (err: unknown) => {
         const e = toGatewayError(err);
-        this.write(SignResponse.create({ requestId: req.requestId, errorCode: e.code, errorMessage: e.message }));
+        this.answer(SignResponse.create({ requestId: req.requestId, errorCode: e.code, errorMessage: e.message }), true);
       },
-    ).finally(() => {
-      this.inFlight--;
-      this.maybeEnd();
-    });
+    );
   }
 
-  private write(response: SignResponse): void {
-    if (this.closed) return;
-    this.call.write(response);
+  private refuse(req: SignRequest, code: status, message: string): void {
+    this.answer(SignResponse.create({ requestId: req.requestId, errorCode: code, errorMessage: message }), false);
+  }
+
+  /**
+   * Hands an answer to the call. It counts as unsent until written; `holdsSlot` answers free
+   * their item's in-flight slot only then. Too many unsent answers pause reading.
+   */
+  private answer(response: SignResponse, holdsSlot: boolean): void {
+    if (this.closed) {
+      if (holdsSlot) this.inFlight--;
+      return;
+    }
+    this.unsent++;
+    if (!this.readingPaused && this.unsent >= this.limits.maxStreamInFlight) {
+      this.readingPaused = true;
+      this.call.pause();
+    }
+    this.call.write(response, () => this.written(holdsSlot));
+  }
+
+  private written(holdsSlot: boolean): void {
+    this.unsent--;
+    if (holdsSlot) this.inFlight--;
+    if (this.readingPaused && this.unsent <= this.limits.maxStreamInFlight / 2) {
+      this.readingPaused = false;
+      this.call.resume();
+    }
+    this.maybeEnd();
   }
 
   private maybeEnd(): void {

@@ -142,7 +142,8 @@ describe('hostile connections are refused without affecting other clients', () =
   const ids: Record<string, Identity> = {};
 
   before(async () => {
-    gw = await startTestGateway({ limits: { handshakeTimeoutMs: 500 } });
+    // Handshake caps high enough for the slowloris below, which is about the timeout (the caps have their own tests).
+    gw = await startTestGateway({ limits: { handshakeTimeoutMs: 500, maxHandshakes: 100, maxHandshakesPerAddress: 100 } });
     ca = fs.readFileSync(gw.env.pki.ca);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hostile-connections-'));
     const devCa = await loadDevCa(path.dirname(gw.env.pki.ca));

@@ -1,0 +1,88 @@
+import type { Logger } from './logger';
+
+/** A signature that was made: each gets its own audit line. */
+export interface SignatureRecord {
+  identity: string;
+  key: string;
+  algorithm: string;
+  latencyMs: number;
+  /** First 8 bytes of the signed digest, hex. */
+  digestFp: string;
+  rpc: string;
+  requestId: string;
+}
+
+/** A request that produced no signature. */
+export interface RefusalRecord {
+  identity: string;
+  /** The gRPC status code name: the aggregation reason. */
+  outcome: string;
+  key: string;
+  algorithm: string;
+  error: string;
+  rpc: string;
+}
+
+interface RefusalCount {
+  first: RefusalRecord;
+  count: number;
+}
+
+/** Distinct identity × reason pairs held for one second before they are written early. */
+const MAX_PENDING = 10_000;
+
+/**
+ * The audit trail. Every signature made gets one line. Refused requests, which a caller can
+ * send as fast as it likes, are counted per identity, reason and second and written as one
+ * line with the count and the first request as an example: a flood of garbage cannot drown the
+ * lines of real signatures (journald, for one, drops lines past its rate limit).
+ */
+export class AuditLog {
+  private refusals = new Map<string, RefusalCount>();
+  private second = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly logger: Logger) {
+    this.timer = setInterval(() => {
+      if (Math.floor(Date.now() / 1000) !== this.second) this.flush();
+    }, 1000);
+    this.timer.unref();
+  }
+
+  signed(r: SignatureRecord): void {
+    this.logger.audit('sign', {
+      identity: r.identity, key: r.key, algorithm: r.algorithm, outcome: 'OK',
+      latency_ms: r.latencyMs, digest_fp: r.digestFp, rpc: r.rpc, request_id: r.requestId,
+    });
+  }
+
+  refused(r: RefusalRecord): void {
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== this.second || this.refusals.size >= MAX_PENDING) {
+      this.flush();
+      this.second = second;
+    }
+    const id = `${r.identity}\u0000${r.outcome}`;
+    const pending = this.refusals.get(id);
+    if (pending) pending.count++;
+    else this.refusals.set(id, { first: r, count: 1 });
+  }
+
+  /** Writes the counted refusals of the current second. */
+  flush(): void {
+    if (this.refusals.size === 0) return;
+    const window = new Date(this.second * 1000).toISOString();
+    for (const { first, count } of this.refusals.values()) {
+      this.logger.audit('sign refused', {
+        identity: first.identity, outcome: first.outcome, count, second: window,
+        first_rpc: first.rpc, first_key: first.key, first_algorithm: first.algorithm, first_error: first.error,
+      });
+    }
+    this.refusals = new Map();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.flush();
+  }
+}

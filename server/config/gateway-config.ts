@@ -97,8 +97,10 @@ export interface TlsConfig {
 export interface LimitsConfig {
   /** Sign requests being handled at once (waiting or signing), across all callers. */
   maxInFlight: number;
-  /** Requests in flight on one SignStream. */
+  /** Requests in flight on one SignStream (being signed, or answered but not yet written). */
   maxStreamInFlight: number;
+  /** SignStreams open at once on one connection. */
+  maxSignStreamsPerConnection: number;
   /** Cap on a `message` input, in bytes. */
   maxMessageBytes: number;
   /** Cap on a whole gRPC message received, in bytes. */

@@ -184,7 +184,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
   const crl = tls.optionalString('crl');
   const limits = root.object('limits');
   limits.rejectUnknown([
-    'maxInFlight', 'maxStreamInFlight', 'maxMessageBytes', 'maxReceiveMessageBytes', 'requestTimeoutMs', 'maxConcurrentStreams', 'maxConnections',
+    'maxInFlight', 'maxStreamInFlight', 'maxSignStreamsPerConnection', 'maxMessageBytes', 'maxReceiveMessageBytes', 'requestTimeoutMs', 'maxConcurrentStreams', 'maxConnections',
     'maxHandshakes', 'maxHandshakesPerAddress', 'handshakeTimeoutMs', 'maxConnectionAgeMs', 'maxConnectionAgeGraceMs', 'maxSessionMemoryMb',
   ]);
   const maxMessageBytes = limits.integer('maxMessageBytes', 64 * 1024, 1, 16 * 1024 * 1024);
@@ -231,6 +231,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
     limits: {
       maxInFlight: limits.integer('maxInFlight', 4096, 1),
       maxStreamInFlight: limits.integer('maxStreamInFlight', 1024, 1),
+      maxSignStreamsPerConnection: limits.integer('maxSignStreamsPerConnection', 16, 1),
       maxMessageBytes,
       maxReceiveMessageBytes: limits.integer('maxReceiveMessageBytes', maxMessageBytes + 4096, maxMessageBytes + 64),
       requestTimeoutMs: limits.integer('requestTimeoutMs', 5000, 1),

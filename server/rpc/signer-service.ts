@@ -13,7 +13,7 @@ import { deadlineOf } from './deadline';
 import { GatewayError, toGatewayError } from './gateway-error';
 import type { SignPipeline } from './sign-pipeline';
 import { checkKeyName } from './sign-request-validation';
-import { SignStreamSession, type SignStreamRegistry } from './sign-stream';
+import type { SignStreamRegistry } from './sign-stream';
 
 export interface SignerServiceDeps {
   hsm: Hsm;
@@ -71,15 +71,12 @@ export function createSignerService(deps: SignerServiceDeps): SignerServer {
     },
 
     signStream(call: ServerDuplexStream<SignRequest, SignResponse>): void {
-      let connection: AuthenticatedConnection;
       try {
-        connection = caller(call);
+        streams.open(call, caller(call), pipeline);
       } catch (err) {
         const e = toGatewayError(err);
         call.emit('error', { code: e.code, details: e.message });
-        return;
       }
-      streams.add(new SignStreamSession(call, connection, pipeline, limits));
     },
 
     getKey(call: ServerUnaryCall<GetKeyRequest, KeyInfo>, callback: sendUnaryData<KeyInfo>): void {

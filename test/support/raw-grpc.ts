@@ -30,6 +30,7 @@ export function connectRaw(options: RawConnectOptions): Promise<http2.ClientHttp
     });
     session.once('connect', () => resolve(session));
     session.once('error', reject);
+    session.once('close', () => reject(new Error('closed before the HTTP/2 session was up')));
   });
 }
 
@@ -84,4 +85,67 @@ export function rawUnary(session: http2.ClientHttp2Session, path: string, messag
     });
     stream.end(grpcFrame(message));
   });
+}
+
+/** A SignStream opened by hand: write requests, read answers one by one. */
+export class RawSignStream {
+  readonly stream: http2.ClientHttp2Stream;
+  private pending = Buffer.alloc(0);
+  private readonly answers: Buffer[] = [];
+  private waiter: ((answer: Buffer | undefined) => void) | undefined;
+  private ended = false;
+
+  constructor(session: http2.ClientHttp2Session) {
+    this.stream = grpcRequest(session, SIGN_STREAM_PATH);
+    this.stream.on('data', (d: Buffer) => {
+      this.pending = Buffer.concat([this.pending, d]);
+      while (this.pending.length >= 5 && this.pending.length >= 5 + this.pending.readUInt32BE(1)) {
+        const length = this.pending.readUInt32BE(1);
+        this.deliver(this.pending.subarray(5, 5 + length));
+        this.pending = this.pending.subarray(5 + length);
+      }
+    });
+    this.stream.on('error', () => undefined);
+    this.stream.on('close', () => {
+      this.ended = true;
+      this.waiter?.(undefined);
+    });
+  }
+
+  private deliver(answer: Buffer): void {
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w(answer);
+    } else {
+      this.answers.push(answer);
+    }
+  }
+
+  send(message: Uint8Array): void {
+    this.stream.write(grpcFrame(message));
+  }
+
+  /** The next answer's bytes, or undefined once the stream has closed. */
+  next(timeoutMs = 5000): Promise<Buffer | undefined> {
+    const ready = this.answers.shift();
+    if (ready || this.ended) return Promise.resolve(ready);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.waiter = undefined; reject(new Error(`no SignStream answer within ${timeoutMs} ms`)); }, timeoutMs);
+      this.waiter = (answer) => { clearTimeout(timer); resolve(answer); };
+    });
+  }
+}
+
+/** When a session got its GOAWAY and when it closed (performance.now()), once they happen. */
+export class SessionWatch {
+  goawayAt: number | undefined;
+  closedAt: number | undefined;
+  readonly closed: Promise<void>;
+
+  constructor(session: http2.ClientHttp2Session) {
+    session.on('goaway', () => { this.goawayAt ??= performance.now(); });
+    session.on('error', () => undefined);
+    this.closed = new Promise((resolve) => session.once('close', () => { this.closedAt = performance.now(); resolve(); }));
+  }
 }

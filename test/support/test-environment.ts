@@ -66,7 +66,7 @@ export interface TestEnvironment {
 
 const MANIFEST = 'test-environment.json';
 
-async function writeIdentity(dir: string, name: string, ca: CertificateAuthority, opts: Parameters<typeof issueLeaf>[1]): Promise<ClientIdentity> {
+export async function writeIdentity(dir: string, name: string, ca: CertificateAuthority, opts: Parameters<typeof issueLeaf>[1]): Promise<ClientIdentity> {
   const issued = await issueLeaf(ca, opts);
   const cert = path.join(dir, `${name}.pem`);
   const key = path.join(dir, `${name}.key`);

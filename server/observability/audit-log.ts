@@ -40,14 +40,10 @@ const MAX_PENDING = 10_000;
 export class AuditLog {
   private refusals = new Map<string, RefusalCount>();
   private second = 0;
-  private readonly timer: NodeJS.Timeout;
+  /** Writes the counts when their second is over. */
+  private flushTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly logger: Logger) {
-    this.timer = setInterval(() => {
-      if (Math.floor(Date.now() / 1000) !== this.second) this.flush();
-    }, 1000);
-    this.timer.unref();
-  }
+  constructor(private readonly logger: Logger) {}
 
   signed(r: SignatureRecord): void {
     this.logger.audit('sign', {
@@ -62,6 +58,10 @@ export class AuditLog {
       this.flush();
       this.second = second;
     }
+    if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flush(), (second + 1) * 1000 - Date.now() + 5);
+      this.flushTimer.unref();
+    }
     const id = `${r.identity}\u0000${r.outcome}`;
     const pending = this.refusals.get(id);
     if (pending) pending.count++;
@@ -70,6 +70,8 @@ export class AuditLog {
 
   /** Writes the counted refusals of the current second. */
   flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
     if (this.refusals.size === 0) return;
     const window = new Date(this.second * 1000).toISOString();
     for (const { first, count } of this.refusals.values()) {
@@ -82,7 +84,6 @@ export class AuditLog {
   }
 
   close(): void {
-    clearInterval(this.timer);
     this.flush();
   }
 }

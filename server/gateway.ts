@@ -116,11 +116,12 @@ export class Gateway {
       health.setStatus('', s);
       health.setStatus(SIGNER_SERVICE_NAME, s);
     };
-    let metrics: GatewayMetrics | undefined;
-    const hsm = new Hsm(config.pkcs11, config.keys, pin, hsmObserver(logger, () => metrics, setServing));
-    metrics = new GatewayMetrics(hsm);
-    const gaugedMetrics = metrics;
-    logger.observe({ writesDeferred: (n) => gaugedMetrics.logWritesDeferred(n), linesDropped: (n, audit) => gaugedMetrics.logLinesDropped(n, audit) });
+    // The HSM reports to the metrics, which read the HSM's pool: the observer finds them once they exist.
+    let metricsOnceBuilt: GatewayMetrics | undefined;
+    const hsm = new Hsm(config.pkcs11, config.keys, pin, hsmObserver(logger, () => metricsOnceBuilt, setServing));
+    const metrics = new GatewayMetrics(hsm);
+    metricsOnceBuilt = metrics;
+    logger.observe({ writesDeferred: (n) => metrics.logWritesDeferred(n), linesDropped: (n, audit) => metrics.logLinesDropped(n, audit) });
     await hsm.start();
     logger.info('HSM ready', { module: config.pkcs11.module, token: config.pkcs11.token.label ?? config.pkcs11.token.serial, keys: hsm.keys().map((k) => k.name).join(',') });
 

@@ -1,16 +1,17 @@
 import type { Logger } from './logger';
 
-/** A signature that was made: each gets its own audit line. */
-export interface SignatureRecord {
+/** A signature that was made: each gets its own audit line, with exactly these fields. */
+export type SignatureRecord = {
   identity: string;
   key: string;
   algorithm: string;
-  latencyMs: number;
+  outcome: 'OK';
+  latency_ms: number;
   /** First 8 bytes of the signed digest, hex. */
-  digestFp: string;
+  digest_fp: string;
   rpc: string;
-  requestId: string;
-}
+  request_id: string;
+};
 
 /** A request that produced no signature. */
 export interface RefusalRecord {
@@ -46,10 +47,7 @@ export class AuditLog {
   constructor(private readonly logger: Logger) {}
 
   signed(r: SignatureRecord): void {
-    this.logger.audit('sign', {
-      identity: r.identity, key: r.key, algorithm: r.algorithm, outcome: 'OK',
-      latency_ms: r.latencyMs, digest_fp: r.digestFp, rpc: r.rpc, request_id: r.requestId,
-    });
+    this.logger.audit('sign', r);
   }
 
   refused(r: RefusalRecord): void {

@@ -96,8 +96,8 @@ export class SignPipeline {
       this.metrics.signAnswered(keyLabel, algorithm, codeName, seconds, ctx.rpc);
       if (code === status.OK) {
         this.audit?.signed({
-          identity: identity.label, key: req.key, algorithm, latencyMs: Math.round(seconds * 1e6) / 1e3,
-          digestFp: fingerprint, rpc: ctx.rpc, requestId: req.requestId.toString(),
+          identity: identity.label, key: req.key, algorithm, outcome: 'OK', latency_ms: Math.round(seconds * 1e6) / 1e3,
+          digest_fp: fingerprint, rpc: ctx.rpc, request_id: req.requestId.toString(),
         });
       } else {
         this.audit?.refused({ identity: identity.label, outcome: codeName, key: req.key.slice(0, 128), algorithm, error: message ?? '', rpc: ctx.rpc });

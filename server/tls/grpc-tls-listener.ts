@@ -108,7 +108,12 @@ export class GrpcTlsListener {
     const peer = peerOf(socket);
     const handshake = this.handshakes.get(peer);
     if (handshake) this.handshakeOver(peer, handshake);
-    const connection = new PeerConnection(socket, peerChain(socket), (c, reason) => this.observer.connectionClosed(reason, c));
+    const chain = peerChain(socket);
+    if (chain.length === 0) {
+      socket.destroy(); // verified, yet no certificate to read: never serve it
+      return;
+    }
+    const connection = new PeerConnection(socket, chain, (c, reason) => this.observer.connectionClosed(reason, c));
     this.connections.set(peer, connection);
     socket.once('close', () => {
       if (this.connections.get(peer) === connection) this.connections.delete(peer);

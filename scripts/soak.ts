@@ -58,7 +58,7 @@ export interface SoakReport {
 }
 
 
-type Identity = 'dev' | 'ecOnly' | 'wildcard' | 'dnsOnly' | 'nobody';
+type Identity = 'dev' | 'pssOnly' | 'wildcard' | 'dnsOnly' | 'nobody';
 
 interface Planned {
   identity: Identity;
@@ -76,7 +76,7 @@ const VALID: ReadonlyArray<{ identity: Identity; key: string; algorithms: readon
   { identity: 'dev', key: 'dev-ec', algorithms: [S.ECDSA_SHA256, S.ECDSA_SHA384, S.ECDSA_SHA512] },
   { identity: 'dev', key: 'dev-rsa', algorithms: [S.RSA_PKCS1_SHA256, S.RSA_PSS_SHA256, S.RSA_PSS_SHA384, S.RSA_PKCS1_SHA512] },
   { identity: 'dev', key: 'alt-ec', algorithms: [S.ECDSA_SHA256] },
-  { identity: 'ecOnly', key: 'dev-ec', algorithms: [S.ECDSA_SHA256] },
+  { identity: 'pssOnly', key: 'dev-rsa', algorithms: [S.RSA_PSS_SHA256] },
   { identity: 'wildcard', key: 'test-ec384', algorithms: [S.ECDSA_SHA384, S.ECDSA_SHA256] },
   { identity: 'wildcard', key: 'test-rsa3072', algorithms: [S.RSA_PSS_SHA256] },
   { identity: 'dnsOnly', key: 'dev-rsa', algorithms: [S.RSA_PKCS1_SHA256, S.RSA_PSS_SHA512] },
@@ -145,7 +145,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const rssSamples: Array<{ t: number; rss: number; heap: number }> = [];
   try {
     const clients = new Map<Identity, SignerClient>();
-    for (const id of ['dev', 'ecOnly', 'wildcard', 'dnsOnly', 'nobody'] as const) clients.set(id, gw.rawClient(id));
+    for (const id of ['dev', 'pssOnly', 'wildcard', 'dnsOnly', 'nobody'] as const) clients.set(id, gw.rawClient(id));
     const spki = new Map<string, Buffer>();
     const dev = clients.get('dev') as SignerClient;
     for (const key of ['dev-ec', 'dev-rsa', 'alt-ec', 'test-ec384', 'test-rsa3072']) {
@@ -263,7 +263,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     };
 
     const workers: Array<Promise<void>> = [faultLoop(), rssLoop()];
-    for (const id of ['dev', 'ecOnly', 'wildcard', 'dnsOnly'] as const) {
+    for (const id of ['dev', 'pssOnly', 'wildcard', 'dnsOnly'] as const) {
       for (let i = 0; i < (options.unaryWorkers ?? 3); i++) workers.push(unaryWorker(id));
       workers.push(streamWorker(id));
     }

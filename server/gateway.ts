@@ -7,10 +7,10 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import * as fs from 'node:fs';
 import { AccessPolicy, AccessPolicyHolder } from './auth/access-policy';
-import { IdentityCache } from './auth/peer-identity';
 import { loadConfigFile, parseListenAddress } from './config/load-config';
 import type { GatewayConfig } from './config/gateway-config';
 import { readPin } from './config/read-pin';
+import { AuditLog } from './observability/audit-log';
 import { createOpsServer } from './observability/http-server';
 import type { Logger } from './observability/logger';
 import { GatewayMetrics } from './observability/metrics';
@@ -18,8 +18,8 @@ import { Hsm, type HsmObserver } from './pkcs11/hsm';
 import { SignPipeline } from './rpc/sign-pipeline';
 import { createSignerService } from './rpc/signer-service';
 import { TolerantSignerService } from './rpc/tolerant-service-definition';
-import { loadTlsMaterial, ReloadableServerCredentials } from './tls/server-credentials';
-import { applyConnectionLimit, onTlsClientError } from './tls/connection-limit';
+import { GrpcTlsListener, type ListenerObserver } from './tls/grpc-tls-listener';
+import { loadTlsMaterial, type LoadedTlsMaterial } from './tls/tls-material';
 import { SignStreamRegistry } from './rpc/sign-stream';
 
 const SIGNER_SERVICE_NAME = 'hsmgateway.v1.Signer';
@@ -45,6 +45,26 @@ function hsmObserver(logger: Logger, metrics: () => GatewayMetrics | undefined, 
   };
 }
 
+function listenerObserver(logger: Logger, metrics: GatewayMetrics): ListenerObserver {
+  return {
+    connectionRefused: (reason) => metrics.connectionRefused(reason),
+    handshakeFailed: (reason) => metrics.tlsHandshakeFailed(reason),
+    connectionClosed: (reason, connection) => {
+      metrics.connectionClosed(reason);
+      logger.warn('connection closed: its client certificate is no longer accepted', {
+        reason, identity: connection.identity?.label, peer: `${connection.socket.remoteAddress}:${connection.socket.remotePort}`,
+      });
+    },
+  };
+}
+
+/** The TLS material's figures the metrics show. */
+function recordTlsMaterial(metrics: GatewayMetrics, material: LoadedTlsMaterial): void {
+  metrics.serverCertificateExpiry(material.notAfter.getTime() / 1000);
+  const crlNextUpdate = material.trust.crlNextUpdate;
+  metrics.clientCrlNextUpdate(crlNextUpdate && crlNextUpdate.getTime() / 1000);
+}
+
 export interface GatewayStartOptions {
   /** The file the config came from: reloaded on SIGHUP and when it changes. */
   configFile?: string;
@@ -53,7 +73,7 @@ export interface GatewayStartOptions {
 }
 
 /** Fields a live reload applies; anything else changed in the file needs a restart. */
-const LIVE_FIELDS = new Set(['keys', 'authorization', 'baseDir']);
+const LIVE_FIELDS = new Set(['keys', 'authorization', 'baseDir', 'environmentOverrides']);
 
 function changedRestartFields(a: GatewayConfig, b: GatewayConfig): string[] {
   return (Object.keys(b) as Array<keyof GatewayConfig>).filter((k) => !LIVE_FIELDS.has(k) && JSON.stringify(a[k]) !== JSON.stringify(b[k]));
@@ -75,13 +95,18 @@ export class Gateway {
     readonly metrics: GatewayMetrics,
     private readonly grpcServer: grpc.Server,
     private readonly health: HealthImplementation,
-    private readonly credentials: ReloadableServerCredentials,
+    private readonly listener: GrpcTlsListener,
+    private readonly audit: AuditLog | undefined,
     private readonly opsServer: http.Server,
     readonly grpcPort: number,
     readonly httpPort: number,
   ) {}
 
   static async start(config: GatewayConfig, logger: Logger, options: GatewayStartOptions = {}): Promise<Gateway> {
+    for (const o of config.environmentOverrides) {
+      // The listen addresses decide who can reach the ports (the metrics port has no authentication).
+      logger[o.field.startsWith('listen.') ? 'warn' : 'info']('an environment variable overrides the config file', { env: o.env, field: o.field, file: o.fileValue, value: o.value });
+    }
     const pin = readPin(config.pkcs11.pin, process.env, (message) => logger.warn(message));
     // The module reads its own configuration from the environment when it is initialised.
     Object.assign(process.env, config.pkcs11.environment);
@@ -91,15 +116,17 @@ export class Gateway {
       health.setStatus('', s);
       health.setStatus(SIGNER_SERVICE_NAME, s);
     };
-    let metrics: GatewayMetrics | undefined;
-    const hsm = new Hsm(config.pkcs11, config.keys, pin, hsmObserver(logger, () => metrics, setServing));
-    metrics = new GatewayMetrics(hsm);
+    // The HSM reports to the metrics, which read the HSM's pool: the observer finds them once they exist.
+    let metricsOnceBuilt: GatewayMetrics | undefined;
+    const hsm = new Hsm(config.pkcs11, config.keys, pin, hsmObserver(logger, () => metricsOnceBuilt, setServing));
+    const metrics = new GatewayMetrics(hsm);
+    metricsOnceBuilt = metrics;
+    logger.observe({ writesDeferred: (n) => metrics.logWritesDeferred(n), linesDropped: (n, audit) => metrics.logLinesDropped(n, audit) });
     await hsm.start();
     logger.info('HSM ready', { module: config.pkcs11.module, token: config.pkcs11.token.label ?? config.pkcs11.token.serial, keys: hsm.keys().map((k) => k.name).join(',') });
 
     const material = loadTlsMaterial(config.tls);
-    metrics.serverCertificateExpiry(material.notAfter.getTime() / 1000);
-    const credentials = new ReloadableServerCredentials(material, config.limits.handshakeTimeoutMs);
+    recordTlsMaterial(metrics, material);
 
     const server = new grpc.Server({
       'grpc.max_receive_message_length': config.limits.maxReceiveMessageBytes,
@@ -109,26 +136,29 @@ export class Gateway {
       'grpc.keepalive_timeout_ms': 20_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+      'grpc.max_connection_age_ms': config.limits.maxConnectionAgeMs,
+      'grpc.max_connection_age_grace_ms': config.limits.maxConnectionAgeGraceMs,
+      'grpc-node.max_session_memory': config.limits.maxSessionMemoryMb,
     });
+    // TLS is the listener's (caps, client certificates, revocation); grpc-js gets the sockets it authenticated.
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const listener = new GrpcTlsListener(material, config.limits, listenerObserver(logger, metrics), (socket) => injector.injectConnection(socket));
+    metrics.watchConnections(listener);
     const policy = new AccessPolicyHolder(new AccessPolicy(config.authorization.rules));
-    const pipeline = new SignPipeline(hsm, policy, config.limits, metrics, logger, config.logging.audit);
-    const streams = new SignStreamRegistry();
+    const audit = config.logging.audit ? new AuditLog(logger) : undefined;
+    const pipeline = new SignPipeline(hsm, policy, config.limits, metrics, logger, audit);
+    const streams = new SignStreamRegistry(config.limits);
     server.addService(TolerantSignerService, createSignerService({
-      hsm, policy, streams, identities: new IdentityCache(), pipeline, limits: config.limits, metrics,
+      hsm, policy, streams, connections: listener, pipeline, limits: config.limits, metrics,
     }));
     health.addToServer(server);
     const definition = protoLoader.loadSync(path.join(PROTO_ROOT, 'hsmgateway', 'v1', 'signer.proto'), { includeDirs: [PROTO_ROOT] });
     new ReflectionService(definition).addToServer(server);
 
     const grpcAddr = parseListenAddress('listen.grpc', config.listen.grpc);
-    const grpcPort = await new Promise<number>((resolve, reject) => {
-      const host = grpcAddr.host.includes(':') ? `[${grpcAddr.host}]` : grpcAddr.host;
-      server.bindAsync(`${host}:${grpcAddr.port}`, credentials, (err, port) => (err ? reject(new Error(`listen.grpc: cannot listen on ${config.listen.grpc}: ${err.message}`)) : resolve(port)));
+    const grpcPort = await listener.listen(grpcAddr.host, grpcAddr.port).catch((err: Error) => {
+      throw new Error(`listen.grpc: cannot listen on ${config.listen.grpc}: ${err.message}`);
     });
-    if (!applyConnectionLimit(server, config.limits.maxConnections)) {
-      logger.warn('limits.maxConnections cannot be enforced with this grpc-js version', { maxConnections: config.limits.maxConnections });
-    }
-    onTlsClientError(server, (reason) => metrics.tlsHandshakeFailed(reason));
     setServing(hsm.ready);
 
     const ops = createOpsServer(metrics.registry, hsm, logger);
@@ -139,7 +169,7 @@ export class Gateway {
     });
     const httpPort = (ops.address() as AddressInfo).port;
     logger.info('gateway listening', { grpc: `${grpcAddr.host}:${grpcPort}`, http: `${httpAddr.host}:${httpPort}` });
-    const gateway = new Gateway(config, options, policy, streams, logger, hsm, metrics, server, health, credentials, ops, grpcPort, httpPort);
+    const gateway = new Gateway(config, options, policy, streams, logger, hsm, metrics, server, health, listener, audit, ops, grpcPort, httpPort);
     gateway.watchFiles();
     return gateway;
   }
@@ -148,7 +178,7 @@ export class Gateway {
   private watchFiles(): void {
     const interval = this.options.watchIntervalMs ?? 1000;
     if (interval <= 0) return;
-    const files = [this.options.configFile, this.config.tls.cert, this.config.tls.key, this.config.tls.clientCa].filter((f): f is string => !!f);
+    const files = [this.options.configFile, this.config.tls.cert, this.config.tls.key, this.config.tls.clientCa, this.config.tls.crl].filter((f): f is string => !!f);
     for (const file of new Set(files)) {
       fs.watchFile(file, { interval, persistent: false }, (curr, prev) => {
         if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size) return;
@@ -161,8 +191,9 @@ export class Gateway {
 
   /**
    * SIGHUP or a watched file changed: re-read the config (keys, aliases, authorization and rate
-   * limits apply live), the TLS files (for new connections) and the certificate chains on the
-   * token. Anything invalid is refused whole and the running configuration keeps serving.
+   * limits apply live), the TLS files (new handshakes use them; open connections whose client
+   * certificate no longer passes are closed) and the certificate chains on the token. Anything
+   * invalid is refused whole and the running configuration keeps serving.
    */
   reload(reason = 'SIGHUP'): void {
     this.logger.info('reloading', { reason });
@@ -182,7 +213,10 @@ export class Gateway {
       const next = loadConfigFile(file);
       const restartOnly = changedRestartFields(this.config, next);
       if (JSON.stringify(next.keys) !== JSON.stringify(this.config.keys)) this.hsm.reloadKeys(next.keys);
-      this.policy.current = new AccessPolicy(next.authorization.rules);
+      // An unchanged policy is kept whole; a changed one keeps the rate-limit buckets of unchanged rules.
+      if (JSON.stringify(next.authorization) !== JSON.stringify(this.config.authorization)) {
+        this.policy.current = new AccessPolicy(next.authorization.rules, this.policy.current);
+      }
       this.config = { ...this.config, keys: next.keys, authorization: next.authorization };
       this.metrics.configReload('config', true);
       this.logger.info('configuration reloaded', { keys: next.keys.map((k) => k.name).join(','), rules: next.authorization.rules.length });
@@ -196,8 +230,8 @@ export class Gateway {
   private reloadTls(): void {
     try {
       const material = loadTlsMaterial(this.config.tls);
-      this.credentials.reload(material);
-      this.metrics.serverCertificateExpiry(material.notAfter.getTime() / 1000);
+      this.listener.reload(material);
+      recordTlsMaterial(this.metrics, material);
       this.metrics.configReload('tls', true);
       this.logger.info('TLS material reloaded', { cert: this.config.tls.cert });
     } catch (err) {
@@ -222,6 +256,7 @@ export class Gateway {
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SIGNER_SERVICE_NAME, 'NOT_SERVING');
     this.logger.info('shutting down', { graceMs: grace });
+    this.listener.close();
     // Long-lived SignStreams would hold tryShutdown until the grace period ends: finish their
     // in-flight items, refuse new ones with UNAVAILABLE (clients fail over), then end them.
     this.streams.drainAll();
@@ -236,6 +271,8 @@ export class Gateway {
         resolve();
       });
     });
+    this.listener.destroyAll();
+    this.audit?.close();
     await this.hsm.close(Math.min(grace, 2000));
     await new Promise<void>((resolve) => {
       this.opsServer.close(() => resolve());

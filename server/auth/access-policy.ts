@@ -7,9 +7,10 @@ export class AccessPolicy {
   readonly authorizer: Authorizer;
   readonly rateLimiter: RateLimiter;
 
-  constructor(readonly rules: AuthorizationRule[]) {
+  /** `previous`: the policy being replaced, whose rate-limit buckets carry over where their rule is unchanged. */
+  constructor(readonly rules: AuthorizationRule[], previous?: AccessPolicy) {
     this.authorizer = new Authorizer(rules);
-    this.rateLimiter = new RateLimiter(rules);
+    this.rateLimiter = new RateLimiter(rules, previous?.rateLimiter);
   }
 }
 

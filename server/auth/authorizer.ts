@@ -1,11 +1,9 @@
 import type { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import type { AuthorizationRule } from '../config/gateway-config';
 import { algorithmByName } from '../signing/algorithms';
-
-/** An exact name, or a prefix ending in `*`. */
-function matches(pattern: string, value: string): boolean {
-  return pattern.endsWith('*') ? value.startsWith(pattern.slice(0, -1)) : pattern === value;
-}
+import { identityMatches, parseIdentityPattern, type IdentityPattern } from './identity-pattern';
+import { namePatternMatches } from './name-pattern';
+import type { PeerIdentity } from './peer-identity';
 
 export interface KeyGrant {
   /** Algorithms granted, or 'any' for every algorithm the key supports. */
@@ -17,29 +15,32 @@ export interface KeyGrant {
  * then only the union of the algorithms those rules list.
  */
 export class Authorizer {
+  private readonly patterns: ReadonlyArray<{ rule: AuthorizationRule; identity: IdentityPattern }>;
   private readonly rulesByIdentity = new Map<string, AuthorizationRule[]>();
   private readonly grants = new Map<string, KeyGrant | null>();
 
-  constructor(private readonly rules: AuthorizationRule[]) {}
+  constructor(rules: AuthorizationRule[]) {
+    this.patterns = rules.map((rule) => ({ rule, identity: parseIdentityPattern(rule.identity) }));
+  }
 
-  private rulesFor(identity: string): AuthorizationRule[] {
-    let r = this.rulesByIdentity.get(identity);
+  private rulesFor(identity: PeerIdentity): AuthorizationRule[] {
+    let r = this.rulesByIdentity.get(identity.key);
     if (!r) {
-      r = this.rules.filter((rule) => matches(rule.identity, identity));
+      r = this.patterns.filter((p) => identityMatches(p.identity, identity)).map((p) => p.rule);
       if (this.rulesByIdentity.size > 10_000) this.rulesByIdentity.clear();
-      this.rulesByIdentity.set(identity, r);
+      this.rulesByIdentity.set(identity.key, r);
     }
     return r;
   }
 
   /** The grant for identity × key name, or null when denied. Cached: rules are immutable. */
-  grant(identity: string, keyName: string): KeyGrant | null {
-    const cacheKey = `${identity}\u0000${keyName}`;
+  grant(identity: PeerIdentity, keyName: string): KeyGrant | null {
+    const cacheKey = `${identity.key}\u0000${keyName}`;
     const cached = this.grants.get(cacheKey);
     if (cached !== undefined) return cached;
     let grant: KeyGrant | null = null;
     for (const rule of this.rulesFor(identity)) {
-      if (!rule.keys.some((k) => matches(k, keyName))) continue;
+      if (!rule.keys.some((k) => namePatternMatches(k, keyName))) continue;
       if (rule.algorithms.length === 0) {
         grant = { algorithms: 'any' };
         break;

@@ -1,18 +1,37 @@
 import { X509Certificate } from 'node:crypto';
 
+/** Where an identity was read from in the client certificate. */
+export type IdentityType = 'uri' | 'dns' | 'cn';
+
 /**
- * The caller's identity from its verified client certificate: the first SAN URI (a SPIFFE ID),
- * else the first SAN DNS name, else the subject CN.
+ * The caller's identity, typed by where it came from: a rule written as a URI matches only a
+ * URI SAN, a DNS rule only a DNS SAN, and a CN only a rule that asks for it (`cn:NAME`).
  */
-export function identityFromCertificate(der: Buffer): string | undefined {
-  const cert = new X509Certificate(der);
+export interface PeerIdentity {
+  readonly type: IdentityType;
+  readonly value: string;
+  /** How logs, metrics and error messages show it: URIs and DNS names as they are, a CN as `cn:NAME`. */
+  readonly label: string;
+  /** Distinct for every type and value: the key of per-identity caches and rate-limit buckets. */
+  readonly key: string;
+}
+
+export function peerIdentity(type: IdentityType, value: string): PeerIdentity {
+  return { type, value, label: type === 'cn' ? `cn:${value}` : value, key: `${type}\u0000${value}` };
+}
+
+/**
+ * The identity a verified client certificate carries: its first SAN URI (a SPIFFE ID), else its
+ * first SAN DNS name, else its subject CN.
+ */
+export function identityFromCertificate(cert: X509Certificate): PeerIdentity | undefined {
   const sans = parseSubjectAltName(cert.subjectAltName ?? '');
   const uri = sans.find((s) => s.type === 'URI');
-  if (uri) return uri.value;
+  if (uri) return peerIdentity('uri', uri.value);
   const dns = sans.find((s) => s.type === 'DNS');
-  if (dns) return dns.value;
+  if (dns) return peerIdentity('dns', dns.value);
   const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject);
-  return cn?.[1];
+  return cn ? peerIdentity('cn', cn[1]) : undefined;
 }
 
 /** Node's subjectAltName string: `DNS:a, URI:spiffe://x, IP Address:1.2.3.4`, values JSON-quoted when they contain separators. */
@@ -39,19 +58,4 @@ export function parseSubjectAltName(text: string): Array<{ type: string; value: 
     i = next + (text[next + 1] === ' ' ? 2 : 1);
   }
   return out;
-}
-
-/** Caches identities by certificate fingerprint: certificates repeat for every call on a connection. */
-export class IdentityCache {
-  private readonly byFingerprint = new Map<string, string | undefined>();
-
-  constructor(private readonly maxEntries = 10_000) {}
-
-  identity(fingerprint256: string, raw: Buffer): string | undefined {
-    if (this.byFingerprint.has(fingerprint256)) return this.byFingerprint.get(fingerprint256);
-    if (this.byFingerprint.size >= this.maxEntries) this.byFingerprint.clear();
-    const id = identityFromCertificate(raw);
-    this.byFingerprint.set(fingerprint256, id);
-    return id;
-  }
 }

@@ -100,11 +100,12 @@ export async function ensureEmbeddedDefault(stateDir: string, say: (line: string
     const config = {
       pkcs11: { module: modulePath, environment: { SOFTHSM2_CONF: softhsmConf }, token: { label: DEV_TOKEN_LABEL }, pin: { file: pinFile } },
       keys: DEV_KEYS.map(({ name }) => ({ name, label: name })),
-      listen: { grpc: DEFAULT_GRPC_LISTEN, http: DEFAULT_HTTP_LISTEN },
       tls: { cert: paths.serverCert, key: paths.serverKey, clientCa: paths.ca },
       authorization: { rules: [{ identity: DEV_CLIENT_IDENTITY, keys: DEV_KEYS.map((k) => k.name) }] },
     };
-    fs.writeFileSync(configFile, `# hsm-gateway embedded default (development only). Edit freely; see README "Configuration".\n${toYaml(config)}`, { mode: 0o600 });
+    const header = '# hsm-gateway embedded default (development only). Edit freely; see README "Configuration".\n'
+      + `# listen: grpc ${DEFAULT_GRPC_LISTEN}, http ${DEFAULT_HTTP_LISTEN} by default (HSMGW_LISTEN, HSMGW_METRICS_LISTEN)\n`;
+    fs.writeFileSync(configFile, `${header}${toYaml(config)}`, { mode: 0o600 });
     created.push(`config ${configFile}`);
   }
   return { stateDir, configFile, softhsmConf, pki: { ca: paths.ca, clientCert: paths.clientCert, clientKey: paths.clientKey }, created };

@@ -58,7 +58,11 @@ export interface KeyConfig {
 }
 
 export interface AuthorizationRule {
-  /** An identity, or a prefix followed by a trailing `*`. */
+  /**
+   * An identity, or a prefix followed by a trailing `*`: a URI (matches URI SANs), a DNS name
+   * (DNS SANs), or `cn:NAME` (subject CN; never matched otherwise). `uri:` and `dns:` may be
+   * written explicitly. See server/auth/identity-pattern.ts.
+   */
   identity: string;
   /** Key names, or prefixes followed by a trailing `*`. */
   keys: string[];
@@ -86,13 +90,17 @@ export interface TlsConfig {
   cert: string;
   key: string;
   clientCa: string;
+  /** PEM certificate revocation lists for the client CA chain, checked at handshake and on reload. */
+  crl?: string;
 }
 
 export interface LimitsConfig {
   /** Sign requests being handled at once (waiting or signing), across all callers. */
   maxInFlight: number;
-  /** Requests in flight on one SignStream. */
+  /** Requests in flight on one SignStream (being signed, or answered but not yet written). */
   maxStreamInFlight: number;
+  /** SignStreams open at once on one connection. */
+  maxSignStreamsPerConnection: number;
   /** Cap on a `message` input, in bytes. */
   maxMessageBytes: number;
   /** Cap on a whole gRPC message received, in bytes. */
@@ -103,8 +111,18 @@ export interface LimitsConfig {
   maxConcurrentStreams: number;
   /** TCP connections to the gRPC port; more are dropped at accept. */
   maxConnections: number;
+  /** Connections that have not finished their TLS handshake; more are dropped at accept. */
+  maxHandshakes: number;
+  /** The same, per source address (an IPv4 address or an IPv6 /64). */
+  maxHandshakesPerAddress: number;
   /** A TLS handshake not finished within this is dropped (slow or stalled clients). */
   handshakeTimeoutMs: number;
+  /** A connection older than this is sent GOAWAY, so clients reconnect and present their certificate again. */
+  maxConnectionAgeMs: number;
+  /** After that GOAWAY, calls in flight get this long before the connection is closed. */
+  maxConnectionAgeGraceMs: number;
+  /** Memory one HTTP/2 connection may hold (queued frames, header tables, streams) before its new streams are refused, MiB. */
+  maxSessionMemoryMb: number;
 }
 
 export interface LoggingConfig {
@@ -115,9 +133,19 @@ export interface LoggingConfig {
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
+/** An environment variable that replaced a value written in the config file. */
+export interface EnvironmentOverride {
+  env: string;
+  field: string;
+  fileValue: string;
+  value: string;
+}
+
 export interface GatewayConfig {
   /** Directory relative paths were resolved against (the config file's directory). */
   baseDir: string;
+  /** Environment variables that replaced values from the file (logged at start-up). */
+  environmentOverrides: EnvironmentOverride[];
   pkcs11: Pkcs11Config;
   keys: KeyConfig[];
   listen: ListenConfig;

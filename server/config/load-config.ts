@@ -2,10 +2,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { ALL_ALGORITHM_NAMES } from '../signing/algorithms';
+import { KeyType } from '../../proto/generated/hsmgateway/v1/signer';
+import { ALL_ALGORITHM_NAMES, algorithmNamesForKeyType } from '../signing/algorithms';
+import { parseIdentityPattern } from '../auth/identity-pattern';
 import { ConfigError } from './config-error';
 import { FieldReader } from './field-reader';
-import type { AuthorizationRule, GatewayConfig, KeyConfig, LogLevel } from './gateway-config';
+import type { AuthorizationRule, EnvironmentOverride, GatewayConfig, KeyConfig, LogLevel } from './gateway-config';
 import { parsePkcs11Uri } from '../pkcs11/rfc7512';
 
 export const DEFAULT_GRPC_LISTEN = '127.0.0.1:8443';
@@ -26,7 +28,9 @@ const ENV_OVERRIDES: ReadonlyArray<{ env: string; field: string[] }> = [
   { env: 'HSMGW_LOG_LEVEL', field: ['logging', 'level'] },
 ];
 
-function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+/** Applies the overrides to `doc` in place; returns those that replaced a different value written in the file. */
+function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv): EnvironmentOverride[] {
+  const replaced: EnvironmentOverride[] = [];
   for (const { env: name, field } of ENV_OVERRIDES) {
     const value = env[name];
     if (value === undefined || value === '') continue;
@@ -36,11 +40,16 @@ function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv)
       if (next === undefined || next === null || typeof next !== 'object') node[part] = {};
       node = node[part] as Record<string, unknown>;
     }
-    node[field[field.length - 1]] = value;
+    const leaf = field[field.length - 1];
+    const fileValue = node[leaf];
+    if (fileValue !== undefined && fileValue !== null && String(fileValue) !== value) {
+      replaced.push({ env: name, field: field.join('.'), fileValue: String(fileValue), value });
+    }
+    node[leaf] = value;
     // The PIN file replaces any PIN source from the file.
     if (name === 'HSMGW_PIN_FILE') delete node.env;
   }
-  return doc;
+  return replaced;
 }
 
 export function parseListenAddress(field: string, value: string): { host: string; port: number } {
@@ -81,8 +90,10 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
   return authz.list('rules').map((r) => {
     r.rejectUnknown(['identity', 'keys', 'algorithms', 'rateLimit']);
     const identity = r.string('identity');
-    if (identity.indexOf('*') !== -1 && identity.indexOf('*') !== identity.length - 1) {
-      throw new ConfigError(`${r.path}.identity`, 'a wildcard is allowed only as the last character');
+    try {
+      parseIdentityPattern(identity);
+    } catch (err) {
+      throw new ConfigError(`${r.path}.identity`, (err as Error).message);
     }
     const keys = r.stringList('keys');
     if (keys.length === 0) throw new ConfigError(`${r.path}.keys`, 'must list at least one key name (deny is the default)');
@@ -94,6 +105,7 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
     for (const [i, a] of algorithms.entries()) {
       if (!ALL_ALGORITHM_NAMES.includes(a)) throw new ConfigError(`${r.path}.algorithms[${i}]`, `unknown algorithm "${a}" (expected one of: ${ALL_ALGORITHM_NAMES.join(', ')})`);
     }
+    checkNoEcdsaHashRestriction(`${r.path}.algorithms`, algorithms);
     let rateLimit: AuthorizationRule['rateLimit'];
     if (r.has('rateLimit')) {
       const rl = r.object('rateLimit');
@@ -106,6 +118,22 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
   });
 }
 
+const ECDSA_ALGORITHMS = algorithmNamesForKeyType(KeyType.KEY_TYPE_EC);
+
+/**
+ * CKM_ECDSA signs the digest it is given, truncated to the curve's order: a SHA-384 digest cut
+ * to 32 bytes, sent as ECDSA_SHA256, comes back as a valid ECDSA-with-SHA-384 signature. A rule
+ * allowing some ECDSA hashes but not others would promise what the gateway cannot enforce.
+ */
+function checkNoEcdsaHashRestriction(field: string, algorithms: string[]): void {
+  const listed = ECDSA_ALGORITHMS.filter((a) => algorithms.includes(a));
+  if (listed.length === 0 || listed.length === ECDSA_ALGORITHMS.length) return;
+  const missing = ECDSA_ALGORITHMS.filter((a) => !listed.includes(a));
+  throw new ConfigError(field, `lists ${listed.join(', ')} without ${missing.join(', ')}: the gateway cannot restrict ECDSA to some hashes `
+    + '(ECDSA signs whatever digest it is given, and a digest of another hash cut to this length signs as that hash); '
+    + `list all of ${ECDSA_ALGORITHMS.join(', ')} or none of them`);
+}
+
 function resolvePath(baseDir: string, p: string): string {
   const expanded = p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p;
   return path.resolve(baseDir, expanded);
@@ -113,7 +141,9 @@ function resolvePath(baseDir: string, p: string): string {
 
 /** Validates a parsed document into a GatewayConfig with every default filled in. */
 export function buildConfig(document: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
-  const root = FieldReader.root(applyEnvOverrides(structuredClone((document ?? {}) as Record<string, unknown>), env));
+  const doc = structuredClone((document ?? {}) as Record<string, unknown>);
+  const environmentOverrides = typeof doc === 'object' && !Array.isArray(doc) && doc !== null ? applyEnvOverrides(doc, env) : [];
+  const root = FieldReader.root(doc);
   root.rejectUnknown(['pkcs11', 'keys', 'listen', 'tls', 'authorization', 'limits', 'logging', 'shutdown']);
 
   const p = root.object('pkcs11');
@@ -150,10 +180,18 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
   parseListenAddress('listen.http', httpListen);
 
   const tls = root.object('tls');
-  tls.rejectUnknown(['cert', 'key', 'clientCa']);
+  tls.rejectUnknown(['cert', 'key', 'clientCa', 'crl']);
+  const crl = tls.optionalString('crl');
   const limits = root.object('limits');
-  limits.rejectUnknown(['maxInFlight', 'maxStreamInFlight', 'maxMessageBytes', 'maxReceiveMessageBytes', 'requestTimeoutMs', 'maxConcurrentStreams', 'maxConnections', 'handshakeTimeoutMs']);
+  limits.rejectUnknown([
+    'maxInFlight', 'maxStreamInFlight', 'maxSignStreamsPerConnection', 'maxMessageBytes', 'maxReceiveMessageBytes', 'requestTimeoutMs', 'maxConcurrentStreams', 'maxConnections',
+    'maxHandshakes', 'maxHandshakesPerAddress', 'handshakeTimeoutMs', 'maxConnectionAgeMs', 'maxConnectionAgeGraceMs', 'maxSessionMemoryMb',
+  ]);
   const maxMessageBytes = limits.integer('maxMessageBytes', 64 * 1024, 1, 16 * 1024 * 1024);
+  const maxConnections = limits.integer('maxConnections', 10_000, 1);
+  // Handshakes get at most half of the connection slots by default: stalled ones cannot lock out the rest.
+  const maxHandshakes = limits.integer('maxHandshakes', Math.min(256, Math.ceil(maxConnections / 2)), 1, maxConnections);
+  const maxHandshakesPerAddress = limits.integer('maxHandshakesPerAddress', Math.min(16, maxHandshakes), 1, maxHandshakes);
   const logging = root.object('logging');
   logging.rejectUnknown(['level', 'audit']);
   const shutdown = root.object('shutdown');
@@ -161,6 +199,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
 
   return {
     baseDir,
+    environmentOverrides,
     pkcs11: {
       module: resolvePath(baseDir, p.string('module', DEFAULT_SOFTHSM_MODULE)),
       environment: p.stringMap('environment'),
@@ -186,17 +225,24 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
       cert: resolvePath(baseDir, tls.string('cert')),
       key: resolvePath(baseDir, tls.string('key')),
       clientCa: resolvePath(baseDir, tls.string('clientCa')),
+      ...(crl !== undefined ? { crl: resolvePath(baseDir, crl) } : {}),
     },
     authorization: { rules },
     limits: {
       maxInFlight: limits.integer('maxInFlight', 4096, 1),
       maxStreamInFlight: limits.integer('maxStreamInFlight', 1024, 1),
+      maxSignStreamsPerConnection: limits.integer('maxSignStreamsPerConnection', 16, 1),
       maxMessageBytes,
       maxReceiveMessageBytes: limits.integer('maxReceiveMessageBytes', maxMessageBytes + 4096, maxMessageBytes + 64),
       requestTimeoutMs: limits.integer('requestTimeoutMs', 5000, 1),
       maxConcurrentStreams: limits.integer('maxConcurrentStreams', 1000, 1),
-      maxConnections: limits.integer('maxConnections', 10_000, 1),
-      handshakeTimeoutMs: limits.integer('handshakeTimeoutMs', 10_000, 100),
+      maxConnections,
+      maxHandshakes,
+      maxHandshakesPerAddress,
+      handshakeTimeoutMs: limits.integer('handshakeTimeoutMs', 3000, 100, 60_000),
+      maxConnectionAgeMs: limits.integer('maxConnectionAgeMs', 3_600_000, 1000),
+      maxConnectionAgeGraceMs: limits.integer('maxConnectionAgeGraceMs', 10_000, 0),
+      maxSessionMemoryMb: limits.integer('maxSessionMemoryMb', 16, 1, 1024),
     },
     logging: {
       level: logging.oneOf<LogLevel>('level', ['debug', 'info', 'warn', 'error'], 'info'),

@@ -8,6 +8,10 @@ export interface PoolGaugeSource {
   ready: boolean;
 }
 
+export interface ConnectionGaugeSource {
+  stats: { handshakes: number; connections: number };
+}
+
 /**
  * Every metric the gateway exports, declared once. The hot path calls the small methods at the
  * bottom, never the metric objects directly, and label children are cached.
@@ -64,6 +68,34 @@ export class GatewayMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  private readonly connectionsRefused = new client.Counter({
+    name: 'hsmgw_connections_refused_total',
+    help: 'TCP connections to the gRPC port dropped at accept, by the cap reached: max_connections, max_handshakes, max_handshakes_per_address.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly connectionsClosed = new client.Counter({
+    name: 'hsmgw_connections_closed_total',
+    help: 'Authenticated connections the gateway closed because their client certificate expired, was revoked or is no longer trusted, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly droppedLogLines = new client.Counter({
+    name: 'hsmgw_log_lines_dropped_total',
+    help: 'Log lines that could not be written to stdout (queue full or output gone), by kind: audit or other.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  private readonly deferredLogWrites = new client.Counter({
+    name: 'hsmgw_log_writes_deferred_total',
+    help: 'Writes of log lines that stdout took only in part or refused for now (EAGAIN); the rest was queued and retried.',
+    registers: [this.registry],
+  });
+  private readonly crlNextUpdate = new client.Gauge({
+    name: 'hsmgw_tls_crl_next_update_timestamp_seconds',
+    help: 'Unix time of the earliest nextUpdate among the configured client CRLs (tls.crl); after it new handshakes are refused.',
+    registers: [this.registry],
+  });
   private readonly rateLimitedIdentities = new Set<string>();
   private readonly configReloads = new client.Counter({
     name: 'hsmgw_config_reloads_total',
@@ -115,6 +147,20 @@ export class GatewayMetrics {
     gauge('hsmgw_pool_waiting_requests', 'Sign requests waiting for a free session.', () => source.poolStats.waiting);
     gauge('hsmgw_hsm_ready', '1 while the token is logged in and sessions can be had; 0 otherwise.', () => (source.ready ? 1 : 0));
     this.inFlight.set(0);
+    this.droppedLogLines.labels('audit').inc(0);
+    this.droppedLogLines.labels('other').inc(0);
+  }
+
+  /** The gauges of the gRPC port: handshakes in progress and authenticated connections. */
+  watchConnections(source: ConnectionGaugeSource): void {
+    new client.Gauge({
+      name: 'hsmgw_tls_handshakes_in_progress', help: 'Connections to the gRPC port that have not finished their TLS handshake (limits.maxHandshakes).',
+      registers: [this.registry], collect() { this.set(source.stats.handshakes); },
+    });
+    new client.Gauge({
+      name: 'hsmgw_tls_connections', help: 'Open connections to the gRPC port with a verified client certificate.',
+      registers: [this.registry], collect() { this.set(source.stats.connections); },
+    });
   }
 
   signAnswered(key: string, algorithm: string, code: string, seconds: number, rpc: 'Sign' | 'SignStream'): void {
@@ -144,6 +190,17 @@ export class GatewayMetrics {
   }
 
   tlsHandshakeFailed(reason: string): void { this.tlsHandshakeFailures.labels(reason).inc(); }
+  connectionRefused(reason: string): void { this.connectionsRefused.labels(reason).inc(); }
+  connectionClosed(reason: string): void { this.connectionsClosed.labels(reason).inc(); }
+  logWritesDeferred(count: number): void { this.deferredLogWrites.inc(count); }
+  logLinesDropped(lines: number, auditLines: number): void {
+    if (auditLines) this.droppedLogLines.labels('audit').inc(auditLines);
+    if (lines > auditLines) this.droppedLogLines.labels('other').inc(lines - auditLines);
+  }
+  clientCrlNextUpdate(unixSeconds: number | undefined): void {
+    if (unixSeconds === undefined) this.crlNextUpdate.reset();
+    else this.crlNextUpdate.set(unixSeconds);
+  }
   configReload(what: 'config' | 'tls', ok: boolean): void { this.configReloads.labels(what, ok ? 'ok' : 'failed').inc(); }
   reconnectAttempt(ok: boolean): void { this.reconnects.labels(ok ? 'ok' : 'failed').inc(); }
   loginAttempt(ok: boolean): void { this.logins.labels(ok ? 'ok' : 'failed').inc(); }

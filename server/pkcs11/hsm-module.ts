@@ -8,6 +8,7 @@ export class HsmModule {
   private slot: Buffer | undefined;
   private loaded = false;
   private initialized = false;
+  private initializations = 0;
 
   constructor(readonly modulePath: string) {}
 
@@ -25,6 +26,16 @@ export class HsmModule {
   initialize(): void {
     tolerate(() => this.p11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK }), 'CKR_CRYPTOKI_ALREADY_INITIALIZED');
     this.initialized = true;
+    this.initializations++;
+  }
+
+  /**
+   * Which initialization of the module handles come from. Session and object handles are only
+   * numbers, and a module re-initialized after a failure hands the same numbers out again
+   * (SoftHSM does) for other sessions and objects: a handle is used only in its own generation.
+   */
+  get generation(): number {
+    return this.initializations;
   }
 
   finalize(): void {

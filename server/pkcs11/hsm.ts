@@ -91,6 +91,7 @@ export class Hsm {
       throw err;
     }
     await this.executor.start();
+    this.executor.useGeneration(this.module.generation);
     this.setState('ready', 'started');
     this.healthTimer = setInterval(() => this.checkHealth(), this.config.healthCheckIntervalMs);
     this.healthTimer.unref();
@@ -121,8 +122,12 @@ export class Hsm {
     for (const w of warnings) this.observer.keyWarning(w);
     this.keyMap = keys;
     const module = this.module;
+    const generation = module.generation;
+    // A session of an older generation is never closed: its number may name a new session by now.
+    const ours = (): boolean => module.generation === generation;
     this.pool = new SessionPool(
-      { open: () => module.openSession(), close: (h) => module.closeSession(h), alive: (h) => module.sessionAlive(h) },
+      { open: () => module.openSession(), close: (h) => { if (ours()) module.closeSession(h); }, alive: (h) => ours() && module.sessionAlive(h) },
+      generation,
       this.config.sessions,
       this.config.reconnectBackoffMs,
       (err) => this.onFailure(ckrName(err), 'C_OpenSession'),
@@ -158,8 +163,21 @@ export class Hsm {
         pool.release(session);
         throw new HsmDeadlineError('deadline passed while waiting for an HSM session; the HSM was not asked');
       }
+      const generation = this.module.generation;
+      if (session.generation !== generation) {
+        // The module was re-initialized while this request waited: its session is gone.
+        pool.destroy(session);
+        if (attempt > 0) throw new HsmUnavailableError('HSM reconnected while the request waited; retry');
+        continue;
+      }
+      // A key resolved before a reconnect is looked up again by name: its old handle may now name another key.
+      const handle = key.generation === generation ? key : this.keyMap.get(key.name);
+      if (!handle || handle.generation !== generation) {
+        pool.release(session);
+        throw new HsmUnavailableError(`key "${key.name}" is not available since the HSM reconnected`);
+      }
       try {
-        const out = await this.executor.sign({ session: session.handle, key: key.handle, algorithm, data, rawSignatureLength: key.rawSignatureLength });
+        const out = await this.executor.sign({ session: session.handle, key: handle.handle, algorithm, data, rawSignatureLength: handle.rawSignatureLength, generation });
         pool.release(session);
         return { signature: out.signature, waitSeconds, hsmSeconds: out.hsmSeconds };
       } catch (err) {
@@ -176,6 +194,10 @@ export class Hsm {
       this.observer.sessionDiscarded('timeout');
       void err.settled.then(() => pool.destroy(session));
       return false;
+    }
+    if (err instanceof SignJobError && err.stale) {
+      pool.destroy(session);
+      return attempt === 0;
     }
     const ckr = err instanceof SignJobError ? err.ckr : undefined;
     const kind = classifyCkr(ckr);
@@ -262,19 +284,26 @@ export class Hsm {
     this.reconnecting = this.reconnectLoop().finally(() => { this.reconnecting = undefined; });
   }
 
-  /** Tears the module down and brings it back, with exponential backoff, until it works. */
+  /**
+   * Tears the module down and brings it back, with exponential backoff, until it works. Calls
+   * already running use this generation's handles: they return, and its sessions are closed,
+   * before the module is finalized (a stuck call is given up on after operationTimeoutMs).
+   */
   private async reconnectLoop(): Promise<void> {
     let delay = this.config.reconnectBackoffMs.initial;
     const oldPool = this.pool;
     this.pool = undefined;
-    if (oldPool) void oldPool.drain(1000);
+    await this.executor.whenIdle(this.config.operationTimeoutMs);
+    if (oldPool) await oldPool.drain(1000);
     for (;;) {
       await sleep(delay);
       if (this.currentState === 'closed') return;
       try {
         this.controlSession = undefined;
+        this.executor.useGeneration(0);
         this.module.finalize();
         this.connect();
+        this.executor.useGeneration(this.module.generation);
         this.observer.reconnectAttempt(true);
         this.setState('ready', 'reconnected');
         return;

@@ -12,6 +12,8 @@ import { parsePkcs11Uri } from './rfc7512';
 export interface ResolvedKey {
   name: string;
   handle: Buffer;
+  /** The module generation the handle belongs to (HsmModule.generation). */
+  generation: number;
   /** CKA_ID, hex. */
   id: string;
   type: KeyType;
@@ -114,6 +116,7 @@ export function resolveKey(module: HsmModule, session: Buffer, key: KeyConfig): 
   const base = {
     name: key.name,
     handle,
+    generation: module.generation,
     id: id.toString('hex'),
     sensitive: boolAttr(module, session, handle, pkcs11js.CKA_SENSITIVE),
     extractable: boolAttr(module, session, handle, pkcs11js.CKA_EXTRACTABLE),

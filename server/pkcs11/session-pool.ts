@@ -5,6 +5,8 @@ import { HsmBusyError, HsmUnavailableError } from './hsm-errors';
 
 export interface PooledSession {
   handle: Buffer;
+  /** The module generation the handle belongs to. */
+  generation: number;
   /** performance.now() of the last release; idle sessions are validated before reuse. */
   lastUsedAt: number;
 }
@@ -33,6 +35,8 @@ export class SessionPool {
 
   constructor(
     private readonly factory: SessionFactory,
+    /** The module generation the factory opens sessions in; the pool lives and dies with it. */
+    readonly generation: number,
     private readonly config: SessionPoolConfig,
     backoff: { initial: number; max: number },
     onCreateError: (err: unknown) => void,
@@ -43,7 +47,7 @@ export class SessionPool {
       try {
         const handle = factory.open();
         this.createFailures = 0;
-        return { handle, lastUsedAt: performance.now() };
+        return { handle, generation, lastUsedAt: performance.now() };
       } catch (err) {
         this.createFailures++;
         this.lastCreateError = ckrName(err) ?? (err as Error).message;

@@ -7,9 +7,9 @@ export interface SignOutcome {
   hsmSeconds: number;
 }
 
-/** The token answered the job with an error. */
+/** The token answered the job with an error, or (stale) the job was refused unrun: its handles are from an older module generation. */
 export class SignJobError extends Error {
-  constructor(message: string, readonly ckr: string | undefined, readonly hsmSeconds: number) {
+  constructor(message: string, readonly ckr: string | undefined, readonly hsmSeconds: number, readonly stale = false) {
     super(message);
     this.name = 'SignJobError';
   }
@@ -53,6 +53,8 @@ export interface SignExecutorEvents {
 
 const THREAD_SCRIPT = path.join(__dirname, 'sign-thread.js');
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 /** Runs sign jobs on a fixed set of threads, with a per-call timeout and self-healing threads. */
 export class SignExecutor {
   private threads: SignThread[] = [];
@@ -60,6 +62,8 @@ export class SignExecutor {
   private nextId = 1;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Shared with the threads: the module generation jobs may use. */
+  private readonly generation = new Int32Array(new SharedArrayBuffer(4));
 
   constructor(
     private readonly modulePath: string,
@@ -75,7 +79,7 @@ export class SignExecutor {
   }
 
   private spawn(): Promise<void> {
-    const init: SignThreadInit = { modulePath: this.modulePath };
+    const init: SignThreadInit = { modulePath: this.modulePath, generation: this.generation };
     const worker = new Worker(THREAD_SCRIPT, { workerData: init });
     const thread: SignThread = { worker, pending: 0, outbox: [], stuck: false, ready: false };
     this.threads.push(thread);
@@ -110,7 +114,10 @@ export class SignExecutor {
       thread.pending++;
       // Exact-size copies: a Buffer from Node's pool is a view on an 8 KiB slab, and
       // postMessage would copy the whole slab (measured: 11 us vs 5 us per message).
-      const message: SignJob = { id, session: new Uint8Array(job.session), key: new Uint8Array(job.key), algorithm: job.algorithm, data: new Uint8Array(job.data), rawSignatureLength: job.rawSignatureLength };
+      const message: SignJob = {
+        id, session: new Uint8Array(job.session), key: new Uint8Array(job.key), algorithm: job.algorithm, data: new Uint8Array(job.data),
+        rawSignatureLength: job.rawSignatureLength, generation: job.generation,
+      };
       if (thread.outbox.push(message) === 1) queueMicrotask(() => this.flush(thread));
     });
   }
@@ -136,8 +143,20 @@ export class SignExecutor {
       const sig = result.signature;
       job.resolve({ signature: Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength), hsmSeconds: result.hsmNanos / 1e9 });
     } else {
-      job.reject(new SignJobError(result.message, result.ckr, result.hsmNanos / 1e9));
+      job.reject(new SignJobError(result.message, result.ckr, result.hsmNanos / 1e9, result.stale));
     }
+  }
+
+  /** The module generation whose handles jobs may use from now on (0: none, while the module is re-initialized). */
+  useGeneration(generation: number): void {
+    Atomics.store(this.generation, 0, generation);
+  }
+
+  /** Waits, at most timeoutMs, until no job is running except those already given up on (stuck threads). */
+  async whenIdle(timeoutMs: number): Promise<void> {
+    const end = performance.now() + timeoutMs;
+    const running = (): boolean => [...this.jobs.values()].some((j) => !j.onLateSettle);
+    while (running() && performance.now() < end) await sleep(5);
   }
 
   private expireStuckJobs(): void {

@@ -2,6 +2,8 @@
 
 export interface SignThreadInit {
   modulePath: string;
+  /** [0]: the module generation jobs may use; a job of another one is refused unrun. 0 while re-initializing. */
+  generation: Int32Array;
 }
 
 export interface SignJob {
@@ -12,8 +14,10 @@ export interface SignJob {
   /** The digest (or the message, for EdDSA). */
   data: Uint8Array;
   rawSignatureLength: number;
+  /** The module generation the session and key handles belong to. */
+  generation: number;
 }
 
 export type SignResult =
   | { id: number; ok: true; signature: Uint8Array; hsmNanos: number }
-  | { id: number; ok: false; ckr: string | undefined; message: string; hsmNanos: number };
+  | { id: number; ok: false; ckr: string | undefined; message: string; hsmNanos: number; stale?: true };

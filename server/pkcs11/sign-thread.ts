@@ -12,13 +12,18 @@ import { ckrName } from './ckr';
 import { mechanismPlan } from './mechanisms';
 import type { SignJob, SignResult, SignThreadInit } from './sign-thread-protocol';
 
-const { modulePath } = workerData as SignThreadInit;
+const { modulePath, generation } = workerData as SignThreadInit;
 const p11 = new pkcs11js.PKCS11();
 p11.load(modulePath);
 
 const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 function run(job: SignJob): SignResult {
+  // A job queued behind a stuck call may come up after a re-initialization: its handle numbers
+  // may by then name other sessions and keys.
+  if (Atomics.load(generation, 0) !== job.generation) {
+    return { id: job.id, ok: false, ckr: undefined, message: 'handles from before the module was re-initialized', hsmNanos: 0, stale: true };
+  }
   const start = process.hrtime.bigint();
   try {
     const plan = mechanismPlan(job.algorithm);

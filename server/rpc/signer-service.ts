@@ -4,22 +4,21 @@ import {
 } from '../../proto/generated/hsmgateway/v1/signer';
 import type { KeyGrant } from '../auth/authorizer';
 import type { AccessPolicyHolder } from '../auth/access-policy';
-import type { IdentityCache } from '../auth/peer-identity';
 import type { LimitsConfig } from '../config/gateway-config';
 import type { GatewayMetrics } from '../observability/metrics';
 import type { Hsm } from '../pkcs11/hsm';
 import type { ResolvedKey } from '../pkcs11/key-store';
-import { callerIdentity } from './caller-identity';
+import { callerConnection, type AuthenticatedConnection, type ConnectionLookup } from './caller-connection';
 import { deadlineOf } from './deadline';
 import { GatewayError, toGatewayError } from './gateway-error';
 import type { SignPipeline } from './sign-pipeline';
 import { checkKeyName } from './sign-request-validation';
-import { SignStreamSession, type SignStreamRegistry } from './sign-stream';
+import type { SignStreamRegistry } from './sign-stream';
 
 export interface SignerServiceDeps {
   hsm: Hsm;
   policy: AccessPolicyHolder;
-  identities: IdentityCache;
+  connections: ConnectionLookup;
   pipeline: SignPipeline;
   limits: LimitsConfig;
   metrics: GatewayMetrics;
@@ -39,50 +38,55 @@ function keyInfo(key: ResolvedKey, grant: KeyGrant): KeyInfo {
 }
 
 export function createSignerService(deps: SignerServiceDeps): SignerServer {
-  const { hsm, policy, identities, pipeline, limits, metrics, streams } = deps;
+  const { hsm, policy, connections, pipeline, limits, metrics, streams } = deps;
 
   const fail = <T>(callback: sendUnaryData<T>, err: unknown): void => {
     const e = toGatewayError(err);
     callback({ code: e.code, details: e.message });
   };
 
+  /** The caller's connection; counts and rethrows an UNAUTHENTICATED refusal. */
+  const caller = (call: Parameters<typeof callerConnection>[0]): AuthenticatedConnection => {
+    try {
+      return callerConnection(call, connections);
+    } catch (err) {
+      metrics.authorizationDenied('unauthenticated');
+      throw err;
+    }
+  };
+
   return {
     sign(call: ServerUnaryCall<SignRequest, SignResponse>, callback: sendUnaryData<SignResponse>): void {
-      let identity: string;
+      let connection: AuthenticatedConnection;
       try {
-        identity = callerIdentity(call, identities);
+        connection = caller(call);
       } catch (err) {
-        metrics.authorizationDenied('unauthenticated');
         fail(callback, err);
         return;
       }
-      pipeline.sign(call.request, { identity, rpc: 'Sign', deadline: deadlineOf(call, limits.requestTimeoutMs) }).then(
+      pipeline.sign(call.request, { connection, rpc: 'Sign', deadline: deadlineOf(call, limits.requestTimeoutMs) }).then(
         (signature) => callback(null, SignResponse.create({ requestId: call.request.requestId, signature })),
         (err: unknown) => fail(callback, err),
       );
     },
 
     signStream(call: ServerDuplexStream<SignRequest, SignResponse>): void {
-      let identity: string;
       try {
-        identity = callerIdentity(call, identities);
+        streams.open(call, caller(call), pipeline);
       } catch (err) {
-        metrics.authorizationDenied('unauthenticated');
         const e = toGatewayError(err);
         call.emit('error', { code: e.code, details: e.message });
-        return;
       }
-      streams.add(new SignStreamSession(call, identity, pipeline, limits));
     },
 
     getKey(call: ServerUnaryCall<GetKeyRequest, KeyInfo>, callback: sendUnaryData<KeyInfo>): void {
       try {
-        const identity = callerIdentity(call, identities);
+        const { identity } = caller(call);
         checkKeyName(call.request.key);
         const grant = policy.current.authorizer.grant(identity, call.request.key);
         if (!grant) {
           metrics.authorizationDenied('key');
-          throw new GatewayError(status.PERMISSION_DENIED, `identity "${identity}" may not use key "${call.request.key}"`);
+          throw new GatewayError(status.PERMISSION_DENIED, `identity "${identity.label}" may not use key "${call.request.key}"`);
         }
         const key = hsm.key(call.request.key);
         if (!key) throw new GatewayError(status.NOT_FOUND, `no key named "${call.request.key}"`);
@@ -94,7 +98,7 @@ export function createSignerService(deps: SignerServiceDeps): SignerServer {
 
     listKeys(call: ServerUnaryCall<ListKeysRequest, ListKeysResponse>, callback: sendUnaryData<ListKeysResponse>): void {
       try {
-        const identity = callerIdentity(call, identities);
+        const { identity } = caller(call);
         const keys: KeyInfo[] = [];
         for (const key of hsm.keys()) {
           const grant = policy.current.authorizer.grant(identity, key.name);

@@ -41,6 +41,11 @@ export function algorithmByName(name: string): AlgorithmSpec | undefined {
   return byName.get(name);
 }
 
+/** The names of every algorithm usable with a key type, in enum order. */
+export function algorithmNamesForKeyType(keyType: KeyType): string[] {
+  return specs.filter((s) => s.keyType === keyType).map((s) => s.name);
+}
+
 /** Every algorithm usable with a key type, in enum order. */
 export function algorithmsForKeyType(keyType: KeyType): SignatureAlgorithm[] {
   return specs.filter((s) => s.keyType === keyType).map((s) => s.algorithm);

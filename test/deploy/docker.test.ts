@@ -120,13 +120,16 @@ describe('Dockerfile', () => {
     assert.ok(fs.statSync(ENTRYPOINT).mode & 0o100, 'entrypoint.sh is not executable in the repository');
   });
 
-  it('exposes the ports its environment listens on, and reads the config from a path it creates', () => {
+  it('the production image leaves the listen addresses to the config file; the dev image listens on the ports it exposes; the config path exists', () => {
     const env = stageEnv('production');
+    assert.equal(env.HSMGW_LISTEN, undefined, 'a baked-in HSMGW_LISTEN would override the config file');
+    assert.equal(env.HSMGW_METRICS_LISTEN, undefined, 'a baked-in HSMGW_METRICS_LISTEN would override the config file');
+    const dev = stageEnv('dev');
     const exposed = (stage('runtime').instructions.find((i) => i.op === 'EXPOSE')?.args ?? '').split(/\s+/).map(Number).sort();
-    const listening = [env.HSMGW_LISTEN, env.HSMGW_METRICS_LISTEN].map((l) => Number(l.split(':').pop())).sort();
+    const listening = [dev.HSMGW_LISTEN, dev.HSMGW_METRICS_LISTEN].map((l) => Number(l.split(':').pop())).sort();
     assert.deepEqual(exposed, listening);
-    assert.match(env.HSMGW_LISTEN, /^0\.0\.0\.0:/);
-    assert.match(env.HSMGW_METRICS_LISTEN, /^0\.0\.0\.0:/);
+    assert.match(dev.HSMGW_LISTEN, /^0\.0\.0\.0:/);
+    assert.match(dev.HSMGW_METRICS_LISTEN, /^0\.0\.0\.0:/);
     assert.equal(path.dirname(env.HSMGW_CONFIG), '/etc/hsm-gateway');
     assert.match(stage('runtime').instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n'), /mkdir -p \/etc\/hsm-gateway \/opt\/hsm\/lib \/var\/lib\/hsm-gateway/);
     assert.equal(stageEnv('dev').HSMGW_CONFIG, '', 'the dev image must run the embedded default (empty HSMGW_CONFIG)');

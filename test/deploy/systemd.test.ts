@@ -87,6 +87,7 @@ describe('systemd unit', () => {
       assert.equal(d.get(k)?.[0], v, `${k}=${v}`);
     }
     assert.ok(!d.has('MemoryDenyWriteExecute'), 'MemoryDenyWriteExecute breaks V8');
+    assert.equal(d.get('LogRateLimitIntervalSec')?.[0], '0', 'journald must not rate-limit (drop) audit lines');
     assert.match(d.get('ExecReload')?.[0] ?? '', /kill -HUP \$MAINPID/);
   });
 });

@@ -233,6 +233,11 @@ export class FaultController {
     return this.removeWhere((l) => l.startsWith('hang ') && (fn === undefined || l === `hang ${fn}`));
   }
 
+  /** After C_Finalize, session handles start from the same number again (as SoftHSM's do). */
+  reuseSessionHandles(): this {
+    return this.add('sessions reuse-handles');
+  }
+
   /** `device removed`: every call fails with CKR_DEVICE_REMOVED and the target's sessions close. */
   removeDevice(): this {
     if (this.lines.includes('device removed')) return this;

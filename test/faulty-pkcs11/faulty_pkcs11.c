@@ -25,6 +25,9 @@
  *   trace <Function|*>                 append "<CLOCK_MONOTONIC ms> <Function> <rv>[ injected]"
  *                                      per call to the file named by env FAULTY_PKCS11_LOG
  *   seed  <N>                          seed of the PRNG used by `prob` (reset when the file changes)
+ *   sessions reuse-handles             after C_Finalize, session handles are numbered from the start
+ *                                      again, as SoftHSM does: a handle kept from before the
+ *                                      re-initialization then names a new session
  *
  * For fail/delay/hang, `*` matches every function except C_GetFunctionList, C_Initialize and
  * C_Finalize (name those explicitly to fault them). For trace, `*` matches everything.
@@ -218,6 +221,7 @@ typedef struct {
   rule_t *rules;
   size_t n;
   int removed;
+  int reuse_session_handles;
   int seeded;
   uint64_t seed;
 } config_t;
@@ -519,6 +523,11 @@ static const char *parse_line(char *line, config_t *cfg) {
     }
     if (strcasecmp(tok[1], "present") == 0) return NULL;
     return "expected: device removed";
+  }
+  if (strcasecmp(tok[0], "sessions") == 0) {
+    if (nt != 2 || strcasecmp(tok[1], "reuse-handles") != 0) return "expected: sessions reuse-handles";
+    cfg->reuse_session_handles = 1;
+    return NULL;
   }
   if (strcasecmp(tok[0], "seed") == 0) {
     unsigned long v;
@@ -983,6 +992,7 @@ EXPORT CK_RV C_Finalize(CK_VOID_PTR pReserved) {
     g_initialized = 0;
     g_epoch++;
     sess_remove_slot_locked(1, 0);
+    if (g_cfg.reuse_session_handles) g_next_virt = 0x10001;
   } else if (g_initialized) {
     watcher_start_locked();
   }

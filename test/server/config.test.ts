@@ -41,6 +41,27 @@ describe('configuration', () => {
     assert.equal(c.logging.level, 'debug');
   });
 
+  it('lists the environment overrides that replaced a value written in the file (logged at start-up)', () => {
+    const doc = { ...base(), listen: { grpc: '127.0.0.1:8443', http: '127.0.0.1:9464' } };
+    const c = buildConfig(doc, '/x', { HSMGW_LISTEN: '127.0.0.1:8443', HSMGW_METRICS_LISTEN: '0.0.0.0:9464', HSMGW_LOG_LEVEL: 'debug' });
+    assert.deepEqual(c.environmentOverrides, [{ env: 'HSMGW_METRICS_LISTEN', field: 'listen.http', fileValue: '127.0.0.1:9464', value: '0.0.0.0:9464' }]);
+  });
+
+  it('ECDSA with every hash, or none, is accepted; RSA hash restrictions are enforceable and accepted', () => {
+    for (const algorithms of [['ECDSA_SHA256', 'ECDSA_SHA384', 'ECDSA_SHA512'], ['RSA_PSS_SHA256'], ['RSA_PKCS1_SHA256', 'ECDSA_SHA256', 'ECDSA_SHA384', 'ECDSA_SHA512']]) {
+      const doc = { ...base(), authorization: { rules: [{ identity: 'spiffe://x/*', keys: ['web'], algorithms }] } };
+      assert.deepEqual(buildConfig(doc, '/x', {}).authorization.rules[0].algorithms, algorithms);
+    }
+  });
+
+  it('new limits have their documented defaults', () => {
+    const { limits } = buildConfig(base(), '/x', {});
+    assert.deepEqual(
+      [limits.maxConnections, limits.maxHandshakes, limits.maxHandshakesPerAddress, limits.handshakeTimeoutMs, limits.maxConnectionAgeMs, limits.maxConnectionAgeGraceMs, limits.maxSessionMemoryMb, limits.maxSignStreamsPerConnection],
+      [10_000, 256, 16, 3000, 3_600_000, 10_000, 16, 16],
+    );
+  });
+
   it('a bad environment override is reported under the field it overrides', () => {
     expectError(base(), 'listen.grpc', /host:port/, { HSMGW_LISTEN: 'nonsense' });
   });
@@ -64,6 +85,8 @@ describe('configuration', () => {
     ['missing TLS cert', (d) => { d.tls = { key: 'k', clientCa: 'c' }; }, 'tls.cert', /required/],
     ['bad listen address', (d) => { d.listen = { grpc: 'localhost' }; }, 'listen.grpc', /host:port/],
     ['bad log level', (d) => { d.logging = { level: 'loud' }; }, 'logging.level', /one of/],
+    ['ECDSA restricted to some hashes', (d) => { d.authorization = { rules: [{ identity: 'spiffe://x/*', keys: ['web'], algorithms: ['ECDSA_SHA256', 'RSA_PSS_SHA256'] }] }; }, 'authorization.rules[0].algorithms', /lists ECDSA_SHA256 without ECDSA_SHA384, ECDSA_SHA512: the gateway cannot restrict ECDSA to some hashes .*list all of ECDSA_SHA256, ECDSA_SHA384, ECDSA_SHA512 or none of them/],
+    ['more handshakes than connections', (d) => { d.limits = { maxConnections: 10, maxHandshakes: 11 }; }, 'limits.maxHandshakes', /between 1 and 10/],
   ];
   for (const [name, mutate, field, pattern] of mistakes) {
     it(`names the field: ${name}`, () => {
@@ -100,6 +123,27 @@ describe('keys whose private part could leave the HSM', () => {
     const gw = await startTestGateway({ keys, authorization: { rules: [] }, pkcs11: { allowExtractableKeys: true } }, logger);
     try {
       assert.deepEqual(warnings.filter((w) => w.includes('leaky')), ['key "leaky" is extractable and not sensitive; accepted because pkcs11.allowExtractableKeys is true']);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
+describe('environment overrides at start-up', () => {
+  it('a listen address from the environment that replaces the file\'s is served, and logged as a warning naming both', async () => {
+    const { startGatewayProcess } = await import('../support/gateway-process.js');
+    const { freePort } = await import('../support/free-port.js');
+    const port = await freePort();
+    const gw = await startGatewayProcess({ extraEnv: { HSMGW_METRICS_LISTEN: `127.0.0.2:${port}` } });
+    try {
+      const lines = gw.output().split('\n').filter((l) => l.includes('an environment variable overrides the config file')).map((l) => JSON.parse(l) as Record<string, string>);
+      assert.equal(lines.length, 1, gw.output());
+      assert.equal(lines[0].level, 'warn');
+      assert.equal(lines[0].env, 'HSMGW_METRICS_LISTEN');
+      assert.equal(lines[0].field, 'listen.http');
+      assert.equal(lines[0].value, `127.0.0.2:${port}`);
+      assert.equal(lines[0].file, new URL(gw.metricsUrl).host);
+      assert.equal((await fetch(`http://127.0.0.2:${port}/healthz`)).status, 200);
     } finally {
       await gw.stop();
     }

@@ -15,12 +15,14 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { KeyObject, randomBytes, webcrypto } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { SignatureAlgorithm, SignerClient, type SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
+import { SignatureAlgorithm, SignerClient, SignRequest, SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
 import { createCertificateAuthority, issueLeaf, writePem } from '../../server/bootstrap/dev-pki';
 import * as x509 from '../../client/x509/x509-library';
 import { IDENTITIES, loadDevCa } from '../support/test-environment';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { verifySignature } from '../support/signatures';
+import { connectRaw, rawUnary, SIGN_PATH } from '../support/raw-grpc';
+import { parsePrometheusText, sampleValue, type ParsedMetrics } from '../support/prometheus-text';
 
 type X509Crypto = Parameters<typeof x509.cryptoProvider.set>[0];
 type X509KeyPair = x509.X509CertificateCreateSelfSignedParams['keys'];
@@ -142,7 +144,8 @@ describe('hostile connections are refused without affecting other clients', () =
   const ids: Record<string, Identity> = {};
 
   before(async () => {
-    gw = await startTestGateway({ limits: { handshakeTimeoutMs: 500 } });
+    // Handshake caps high enough for the slowloris below, which is about the timeout (the caps have their own tests).
+    gw = await startTestGateway({ limits: { handshakeTimeoutMs: 500, maxHandshakes: 100, maxHandshakesPerAddress: 100 } });
     ca = fs.readFileSync(gw.env.pki.ca);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hostile-connections-'));
     const devCa = await loadDevCa(path.dirname(gw.env.pki.ca));
@@ -355,5 +358,103 @@ describe('limits.maxConnections', () => {
     assert.equal(grpc.status[code], 'OK', 'a new client got in once the stalled handshakes were dropped');
     assert.ok(Date.now() - t < 3000, `within ${Date.now() - t} ms`);
     await legit.proveServing('after the stalled handshakes');
+  });
+});
+
+/**
+ * Connections that never finish their TLS handshake cannot lock proxies out: they have their own
+ * cap (limits.maxHandshakes), smaller than limits.maxConnections, and one per source address
+ * (limits.maxHandshakesPerAddress), and a short default timeout. 127.0.0.2 and 127.0.0.3 (and
+ * 127.0.1.x) are other source addresses on the Linux loopback.
+ */
+describe('idle sockets before the handshake', () => {
+  const MAX_CONNECTIONS = 200;
+  let gw: TestGateway;
+  let legit: LegitimateClient;
+  let spki: Buffer;
+
+  before(async () => {
+    gw = await startTestGateway({ limits: { maxConnections: MAX_CONNECTIONS } });
+    legit = new LegitimateClient(gw);
+    await legit.connect();
+    spki = (await gw.client().getKey('dev-ec')).publicKey;
+  });
+  after(async () => { await gw.stop(); });
+
+  const metrics = async (): Promise<ParsedMetrics> => parsePrometheusText(await (await fetch(gw.metricsUrl)).text());
+
+  /** Holds `count` idle TCP connections from each source address, opening a new one whenever one is closed, until stopped. */
+  function flood(sources: string[], count: number): { stop(): void; opened(): number } {
+    let stopped = false;
+    let opened = 0;
+    const sockets = new Set<net.Socket>();
+    const open = (localAddress: string): void => {
+      if (stopped) return;
+      opened++;
+      const socket = net.connect({ host: '127.0.0.1', port: gw.gateway.grpcPort, localAddress });
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => { sockets.delete(socket); setTimeout(() => open(localAddress), 5); });
+    };
+    for (const source of sources) for (let i = 0; i < count; i++) open(source);
+    return {
+      stop() { stopped = true; for (const s of sockets) s.destroy(); },
+      opened: () => opened,
+    };
+  }
+
+  /** A proxy on 127.0.0.2 connects afresh (a full TLS handshake) and signs; true when the signature verifies. */
+  async function proxyFrom127002Signs(): Promise<boolean> {
+    const session = await connectRaw({ port: gw.gateway.grpcPort, ca: gw.env.pki.ca, identity: gw.env.pki.clients.dev, localAddress: '127.0.0.2' });
+    try {
+      const message = randomBytes(32);
+      const req = SignRequest.encode({ key: 'dev-ec', algorithm: SignatureAlgorithm.ECDSA_SHA256, input: { $case: 'message', value: message }, requestId: 1n }).finish();
+      const answer = await rawUnary(session, SIGN_PATH, req);
+      assert.equal(grpc.status[answer.code], 'OK', answer.details);
+      return verifySignature(spki, SignatureAlgorithm.ECDSA_SHA256, message, Buffer.from(SignResponse.decode(answer.messages[0]).signature));
+    } finally {
+      session.destroy();
+    }
+  }
+
+  it(`maxConnections ${MAX_CONNECTIONS}: 400 idle sockets from 127.0.0.3, reopened as soon as they are dropped, while a proxy connecting from 127.0.0.2 keeps signing`, async () => {
+    const attack = flood(['127.0.0.3'], 400);
+    try {
+      await sleep(300);
+      const started = Date.now();
+      let signatures = 0;
+      while (Date.now() - started < 4000) {
+        assert.ok(await proxyFrom127002Signs(), 'the proxy on 127.0.0.2 connects and its signature verifies');
+        signatures++;
+      }
+      await legit.proveServing('during the flood');
+      const m = await metrics();
+      const refused = sampleValue(m, 'hsmgw_connections_refused_total', { reason: 'max_handshakes_per_address' });
+      const inProgress = sampleValue(m, 'hsmgw_tls_handshakes_in_progress', {});
+      console.log(`# handshake flood: ${attack.opened()} sockets opened from 127.0.0.3, ${refused} refused at accept; ${inProgress} handshakes in progress; ${signatures} fresh connections from 127.0.0.2 signed`);
+      assert.ok(signatures >= 10, `${signatures} signatures`);
+      assert.ok(refused >= 400 - 16, `${refused} refused for the per-address cap`);
+      assert.ok(inProgress <= 16 + 1, `${inProgress} handshakes in progress`);
+      assert.equal(sampleValue(m, 'hsmgw_connections_refused_total', { reason: 'max_connections' }), 0, 'the connection cap was never reached');
+    } finally {
+      attack.stop();
+    }
+  });
+
+  it('stalled handshakes from 20 addresses fill every handshake slot: connected proxies keep signing, the refusals are counted', async () => {
+    const sources = Array.from({ length: 20 }, (_, i) => `127.0.1.${i + 1}`);
+    const attack = flood(sources, 16);
+    try {
+      await sleep(500);
+      for (let i = 0; i < 5; i++) await legit.proveServing(`with every handshake slot taken (${i})`);
+      const m = await metrics();
+      const maxHandshakes = gw.config.limits.maxHandshakes;
+      assert.equal(maxHandshakes, 100, 'default: half of maxConnections');
+      assert.ok(sampleValue(m, 'hsmgw_tls_handshakes_in_progress', {}) <= maxHandshakes);
+      assert.ok(sampleValue(m, 'hsmgw_connections_refused_total', { reason: 'max_handshakes' }) > 0);
+      assert.ok(sampleValue(m, 'hsmgw_tls_connections', {}) >= 1, 'the proxy connected before is counted as connected, not as a handshake');
+    } finally {
+      attack.stop();
+    }
   });
 });

@@ -42,13 +42,13 @@ const SIGN = '/hsmgateway.v1.Signer/Sign';
 const SIGN_STREAM = '/hsmgateway.v1.Signer/SignStream';
 
 
-type IdentityName = 'dev' | 'ecOnly' | 'wildcard' | 'dnsOnly' | 'nobody';
-const IDENTITY_NAMES: readonly IdentityName[] = ['dev', 'ecOnly', 'wildcard', 'dnsOnly', 'nobody'];
+type IdentityName = 'dev' | 'pssOnly' | 'wildcard' | 'dnsOnly' | 'nobody';
+const IDENTITY_NAMES: readonly IdentityName[] = ['dev', 'pssOnly', 'wildcard', 'dnsOnly', 'nobody'];
 
 /** The rules the gateway runs with, and the oracle's reading of them. */
 const RULES: ReadonlyArray<{ identity: string; keys: string[]; algorithms?: string[] }> = [
   { identity: IDENTITIES.dev, keys: ALL_TEST_KEYS },
-  { identity: IDENTITIES.ecOnly, keys: ['dev-ec'], algorithms: ['ECDSA_SHA256'] },
+  { identity: IDENTITIES.pssOnly, keys: ['dev-rsa'], algorithms: ['RSA_PSS_SHA256'] },
   { identity: 'spiffe://hsm-gateway.test/wild/*', keys: ['test-*'] },
   { identity: IDENTITIES.dnsOnly, keys: ['dev-rsa'] },
 ];
@@ -120,10 +120,10 @@ class CaseGenerator {
 
   /** A request every rule lets through: the identity may use the key with this algorithm. */
   valid(): FuzzCase {
-    const identity = this.rng.pick<IdentityName>(['dev', 'dev', 'dev', 'ecOnly', 'wildcard', 'dnsOnly']);
-    const key = identity === 'ecOnly' ? 'dev-ec' : identity === 'wildcard' ? this.rng.pick(['test-ec384', 'test-rsa3072']) : identity === 'dnsOnly' ? 'dev-rsa' : this.rng.pick(ALL_TEST_KEYS);
+    const identity = this.rng.pick<IdentityName>(['dev', 'dev', 'dev', 'pssOnly', 'wildcard', 'dnsOnly']);
+    const key = identity === 'pssOnly' ? 'dev-rsa' : identity === 'wildcard' ? this.rng.pick(['test-ec384', 'test-rsa3072']) : identity === 'dnsOnly' ? 'dev-rsa' : this.rng.pick(ALL_TEST_KEYS);
     const facts = this.keys.get(key) as KeyFacts;
-    const algorithm = identity === 'ecOnly' ? SignatureAlgorithm.ECDSA_SHA256 : this.rng.pick(facts.type === KeyType.KEY_TYPE_RSA ? RSA_ALGS : EC_ALGS);
+    const algorithm = identity === 'pssOnly' ? SignatureAlgorithm.RSA_PSS_SHA256 : this.rng.pick(facts.type === KeyType.KEY_TYPE_RSA ? RSA_ALGS : EC_ALGS);
     const preimage = this.rng.bytes(this.rng.int(200));
     const input = this.rng.next() < 0.5
       ? { $case: 'digest' as const, value: createHash(hashFor(algorithm)).update(preimage).digest() }
@@ -428,7 +428,8 @@ describe(`hostile input (seed ${SEED}; replay with HSMGW_FUZZ_SEED=${SEED})`, ()
 /**
  * What a hostile caller can get out of the gateway or leave in its logs (docs/SECURITY.md): no
  * method beyond the four signing/metadata RPCs, no raw RSA block signed, and audit lines that
- * record every attempt with bounded, escaped fields, never the PIN, a whole digest or a message.
+ * record every signature and count every refusal with bounded, escaped fields, never the PIN, a
+ * whole digest or a message.
  */
 describe('what a hostile caller can get or leave behind', () => {
   let gw: TestGateway;
@@ -475,7 +476,7 @@ describe('what a hostile caller can get or leave behind', () => {
     }
   });
 
-  it('audit: one JSON line per request with identity, key, algorithm, outcome, latency, digest_fp, rpc, request_id; hostile key names escaped and capped; no PIN, digest or message', async () => {
+  it('audit: one line per signature (identity, key, algorithm, outcome, latency, digest_fp, rpc, request_id), refusals counted per identity, reason and second; hostile key names escaped and capped; no PIN, digest or message', async () => {
     const message = Buffer.from('a message that must never reach the log: 5ecret-payload');
     const digest = createHash('sha256').update(message).digest();
     const hostileKey = `evil\n{"level":"audit","outcome":"OK"}\u0000${'k'.repeat(300)}`;
@@ -485,23 +486,32 @@ describe('what a hostile caller can get or leave behind', () => {
       ['hostile key', Buffer.from(SignRequest.encode({ key: hostileKey, algorithm: SignatureAlgorithm.ECDSA_SHA256, input: { $case: 'digest', value: digest }, requestId: 44n }).finish())],
       ['undecodable', Buffer.from('0aff', 'hex')],
     ];
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1100)); // earlier refusals are written (they are counted per second)
     const offset = fs.statSync(logFile).size; // earlier tests' lines come before
     for (const [, bytes] of sends) await call(SIGN, bytes);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1100));
     const text = fs.readFileSync(logFile, 'utf8');
     const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
     const audits = Buffer.from(text).subarray(offset).toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === 'audit');
-    assert.equal(audits.length, sends.length, 'one audit line per request, whatever the outcome');
-    for (const a of audits) {
+    const signed = audits.filter((a) => a.msg === 'sign');
+    const refused = audits.filter((a) => a.msg === 'sign refused');
+    assert.equal(signed.length + refused.length, audits.length);
+    for (const a of signed) {
       for (const field of ['ts', 'identity', 'key', 'algorithm', 'outcome', 'latency_ms', 'digest_fp', 'rpc', 'request_id']) assert.ok(field in a, `audit field ${field}: ${JSON.stringify(a)}`);
       assert.equal(a.identity, IDENTITIES.dev);
       assert.equal(a.rpc, 'Sign');
     }
-    assert.deepEqual(audits.map((a) => [a.request_id, a.outcome]), [['42', 'OK'], ['43', 'OK'], ['44', 'INVALID_ARGUMENT'], ['0', 'INVALID_ARGUMENT']]);
-    assert.equal(audits[1].digest_fp, digest.subarray(0, 8).toString('hex'), 'digest_fp is the first 8 bytes of the signed digest');
-    assert.equal(audits[2].key, hostileKey.slice(0, 128), 'a hostile key name is logged JSON-escaped and capped at 128 characters');
-    assert.equal(audits[2].digest_fp, '', 'nothing of a refused request\'s input');
+    assert.deepEqual(signed.map((a) => [a.request_id, a.outcome]), [['42', 'OK'], ['43', 'OK']], 'one line per signature made');
+    assert.equal(signed[1].digest_fp, digest.subarray(0, 8).toString('hex'), 'digest_fp is the first 8 bytes of the signed digest');
+    // The two refusals share identity and reason: one line, or two if they straddle a second.
+    assert.ok(refused.length >= 1 && refused.length <= 2, JSON.stringify(refused));
+    assert.equal(refused.reduce((n, a) => n + Number(a.count), 0), 2, 'both refusals are counted');
+    for (const a of refused) {
+      assert.deepEqual([a.identity, a.outcome, a.first_rpc], [IDENTITIES.dev, 'INVALID_ARGUMENT', 'Sign']);
+      assert.match(String(a.second), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z$/);
+      assert.ok(!('digest_fp' in a), 'nothing of a refused request\'s input');
+    }
+    assert.equal(refused[0].first_key, hostileKey.slice(0, 128), 'a hostile key name is logged JSON-escaped and capped at 128 characters');
     const pin = fs.readFileSync(gw.env.pinFile, 'utf8').trim();
     assert.ok(pin.length >= 4);
     assert.ok(!text.includes(pin), 'the PIN is in no log line');

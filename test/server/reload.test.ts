@@ -128,3 +128,55 @@ describe('live reload (file change and SIGHUP)', () => {
     assert.equal(await codeOf(gw.client().sign('dev-ec', 'ECDSA_SHA256', randomBytes(32))), 'OK', 'new connections still work');
   });
 });
+
+describe('rate-limit buckets across reloads', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hsmgw-buckets-'));
+  const configFile = path.join(dir, 'config.yaml');
+  let gw: TestGateway;
+  const metrics = async (): Promise<ReturnType<typeof parsePrometheusText>> => parsePrometheusText(await (await fetch(gw.metricsUrl)).text());
+  const reloads = async (what: string): Promise<number> => sampleValue(await metrics(), 'hsmgw_config_reloads_total', { what, result: 'ok' });
+  const limitedRule = (burst: number): Record<string, unknown> => ({ identity: IDENTITIES.wildcard, keys: ['test-ec384'], rateLimit: { perSecond: 1, burst } });
+  const editRules = (edit: (rules: unknown[]) => void): void => {
+    const doc = parseYaml(fs.readFileSync(configFile, 'utf8')) as { authorization: { rules: unknown[] } };
+    edit(doc.authorization.rules);
+    fs.writeFileSync(`${configFile}.tmp`, toYaml(doc));
+    fs.renameSync(`${configFile}.tmp`, configFile);
+  };
+  /** Five signatures in a row; how many the rate limit let through. */
+  const burstOfFive = async (): Promise<number> => {
+    const client = gw.client('wildcard');
+    let ok = 0;
+    for (let i = 0; i < 5; i++) if ((await codeOf(client.sign('test-ec384', 'ECDSA_SHA384', randomBytes(48)))) === 'OK') ok++;
+    return ok;
+  };
+  const afterReload = async (what: 'config' | 'tls', change: () => void): Promise<void> => {
+    const before = await reloads(what);
+    change();
+    await waitFor(`the ${what} reload`, async () => (await reloads(what)) > before);
+  };
+
+  before(async () => {
+    fs.copyFileSync(path.join(TEST_STATE_DIR, 'pki', 'server.pem'), path.join(dir, 'server.pem'));
+    gw = await startTestGateway({ configFile, watchIntervalMs: 100, tls: { cert: path.join(dir, 'server.pem') } });
+    await afterReload('config', () => editRules((rules) => rules.unshift(limitedRule(5))));
+  });
+  after(async () => {
+    await gw.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a reload caused by a TLS file or by another rule leaves an exhausted bucket exhausted; changing the limit starts a new bucket', async () => {
+    assert.equal(await burstOfFive(), 5, 'the burst');
+    assert.equal(await burstOfFive(), 0, 'exhausted (one token a second)');
+    await afterReload('tls', () => {
+      const cert = path.join(dir, 'server.pem');
+      fs.writeFileSync(`${cert}.tmp`, fs.readFileSync(cert));
+      fs.renameSync(`${cert}.tmp`, cert);
+    });
+    assert.ok(await burstOfFive() <= 2, 'a TLS reload does not refill the bucket');
+    await afterReload('config', () => editRules((rules) => rules.push({ identity: IDENTITIES.nobody, keys: ['dev-ec'] })));
+    assert.ok(await burstOfFive() <= 2, 'a change to another rule does not refill the bucket');
+    await afterReload('config', () => editRules((rules) => { rules[0] = limitedRule(50); }));
+    assert.equal(await burstOfFive(), 5, 'a changed limit starts a new bucket');
+  });
+});

@@ -6,10 +6,17 @@ import { after, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import { GatewayClientError } from '../../client/gateway-client-error';
 import { FaultController } from '../faulty-pkcs11/faulty-module';
 import { startFaultyGateway, type TestGateway } from '../support/test-gateway';
 import { parsePrometheusText, sampleValue, type ParsedMetrics } from '../support/prometheus-text';
+import { IDENTITIES } from '../support/test-environment';
+import { verifySignature } from '../support/signatures';
 
 const faults = new FaultController();
 after(() => faults.dispose());
@@ -151,6 +158,57 @@ describe('HSM faults', () => {
     } finally {
       faults.clear();
       await gw.stop();
+    }
+  });
+
+  it('handles never cross a re-initialization: a request in flight across a reconnect is signed by the key it named, and no session of the new generation is closed by the old pool (numbers reused as SoftHSM reuses them)', async () => {
+    faults.setRules(['sessions reuse-handles', 'trace C_Initialize', 'trace C_CloseSession']);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hsm-generations-'));
+    const configFile = path.join(dir, 'config.yaml');
+    const gw = await startFaultyGateway(faults, {
+      configFile, watchIntervalMs: 100,
+      keys: [{ name: 'dev-ec', label: 'dev-ec' }, { name: 'alt-ec', label: 'alt-ec' }],
+      authorization: { rules: [{ identity: IDENTITIES.dev, keys: ['dev-ec', 'alt-ec'] }] },
+      pkcs11: { healthCheckIntervalMs: 100, reconnectBackoffMs: { initial: 100, max: 400 }, sessions: { min: 2, max: 2 } },
+    });
+    try {
+      const client = gw.client();
+      const spki = { 'dev-ec': (await client.getKey('dev-ec')).publicKey, 'alt-ec': (await client.getKey('alt-ec')).publicKey };
+      const signsWith = async (key: 'dev-ec' | 'alt-ec'): Promise<boolean> => {
+        const message = randomBytes(32);
+        return verifySignature(spki[key], SignatureAlgorithm.ECDSA_SHA256, message, await client.signMessage(key, 'ECDSA_SHA256', message));
+      };
+      // The next generation resolves the keys in the other order: the old handle numbers name other keys.
+      const reloaded = sampleValue(await metrics(gw), 'hsmgw_config_reloads_total', { what: 'config', result: 'ok' });
+      const doc = parseYaml(fs.readFileSync(configFile, 'utf8')) as { keys: unknown[] };
+      doc.keys.reverse();
+      fs.writeFileSync(configFile, toYaml(doc));
+      for (let i = 0; i < 100 && sampleValue(await metrics(gw), 'hsmgw_config_reloads_total', { what: 'config', result: 'ok' }) === reloaded; i++) await sleep(50);
+
+      faults.add('delay C_SignInit 1200');
+      const inFlight = signsWith('dev-ec');
+      await sleep(150); // its C_SignInit is waiting below the gateway, holding a session and the key's handle
+      faults.batch((c) => { c.setRules(['sessions reuse-handles', 'trace C_Initialize', 'trace C_CloseSession']); c.fail('C_GetSessionInfo', 'CKR_DEVICE_ERROR', { once: true }); });
+      faults.clearTrace();
+      assert.equal(await inFlight, true, 'the request in flight was signed by dev-ec');
+      const readyz = gw.metricsUrl.replace('/metrics', '/readyz');
+      for (let i = 0; i < 100 && !(faults.readTrace().some((e) => e.fn === 'C_Initialize') && (await fetch(readyz)).status === 200); i++) await sleep(50);
+      const recovered = await metrics(gw);
+      assert.equal(sampleValue(recovered, 'hsmgw_hsm_reconnects_total', { result: 'ok' }), 1);
+      for (let i = 0; i < 20; i++) {
+        assert.equal(await signsWith('dev-ec'), true, 'dev-ec after the reconnect');
+        assert.equal(await signsWith('alt-ec'), true, 'alt-ec after the reconnect');
+      }
+      const trace = faults.readTrace();
+      const reinit = trace.findIndex((e) => e.fn === 'C_Initialize');
+      assert.deepEqual(trace.slice(reinit + 1).filter((e) => e.fn === 'C_CloseSession'), [], 'no session closed after the re-initialization');
+      const after = await metrics(gw);
+      assert.equal(sampleValue(after, 'hsmgw_sessions_discarded_total', { reason: 'session-lost' }), sampleValue(recovered, 'hsmgw_sessions_discarded_total', { reason: 'session-lost' }), 'no new-generation session was lost');
+      assert.equal(sampleValue(after, 'hsmgw_hsm_reconnects_total', { result: 'ok' }), 1, 'one reconnect, not a cascade');
+    } finally {
+      faults.clear();
+      await gw.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { randomBytes, createPublicKey } from 'node:crypto';
+import { createHash, randomBytes, createPublicKey, verify } from 'node:crypto';
 import { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { digestFor, verifySignature } from '../support/signatures';
@@ -61,6 +61,15 @@ describe('signing with every algorithm SoftHSM offers, verified with node:crypto
       assert.match(cert.subjectAltName ?? '', /DNS:localhost/);
       assert.match(cert.subjectAltName ?? '', /IP Address:127\.0\.0\.1/);
     }
+  });
+
+  it('why a rule cannot restrict ECDSA to one hash (config refuses it): a SHA-384 digest cut to 32 bytes, sent as ECDSA_SHA256, is a valid ECDSA-with-SHA-384 signature on P-256', async () => {
+    const client = gw.client();
+    const { publicKey } = await client.getKey('dev-ec');
+    const message = randomBytes(64);
+    const truncated = createHash('sha384').update(message).digest().subarray(0, 32);
+    const signature = await client.sign('dev-ec', SignatureAlgorithm.ECDSA_SHA256, truncated);
+    assert.ok(verify('sha384', message, createPublicKey({ key: publicKey, format: 'der', type: 'spki' }), signature));
   });
 
   it('ECDSA signatures are DER, not raw r||s', async () => {

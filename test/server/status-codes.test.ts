@@ -75,21 +75,21 @@ describe('status codes', () => {
     });
 
     it('an identity allowed one key asking for another gets PERMISSION_DENIED', async () => {
-      const ecOnly = gw.client('ecOnly');
-      await ecOnly.sign('dev-ec', 'ECDSA_SHA256', randomBytes(32));
-      await expectCode(ecOnly.sign('dev-rsa', 'RSA_PSS_SHA256', randomBytes(32)), status.PERMISSION_DENIED, /may not use key "dev-rsa"/);
-      assert.deepEqual((await ecOnly.listKeys()).map((k) => k.name), ['dev-ec']);
+      const pssOnly = gw.client('pssOnly');
+      await pssOnly.sign('dev-rsa', 'RSA_PSS_SHA256', randomBytes(32));
+      await expectCode(pssOnly.sign('dev-ec', 'ECDSA_SHA256', randomBytes(32)), status.PERMISSION_DENIED, /may not use key "dev-ec"/);
+      assert.deepEqual((await pssOnly.listKeys()).map((k) => k.name), ['dev-rsa']);
     });
 
     it('an algorithm outside the rule gets PERMISSION_DENIED, and GetKey lists only the allowed ones', async () => {
-      const ecOnly = gw.client('ecOnly');
-      await expectCode(ecOnly.sign('dev-ec', 'ECDSA_SHA384', randomBytes(48)), status.PERMISSION_DENIED, /may not use ECDSA_SHA384/);
-      assert.deepEqual((await ecOnly.getKey('dev-ec')).algorithms, ['ECDSA_SHA256']);
+      const pssOnly = gw.client('pssOnly');
+      await expectCode(pssOnly.sign('dev-rsa', 'RSA_PSS_SHA384', randomBytes(48)), status.PERMISSION_DENIED, /may not use RSA_PSS_SHA384/);
+      assert.deepEqual((await pssOnly.getKey('dev-rsa')).algorithms, ['RSA_PSS_SHA256']);
     });
 
     it('PERMISSION_DENIED never reveals whether a key exists', async () => {
-      const existing = await expectCode(gw.client('ecOnly').sign('test-ec384', 'ECDSA_SHA384', randomBytes(48)), status.PERMISSION_DENIED);
-      const missing = await expectCode(gw.client('ecOnly').sign('test-ec999', 'ECDSA_SHA384', randomBytes(48)), status.PERMISSION_DENIED);
+      const existing = await expectCode(gw.client('pssOnly').sign('test-ec384', 'ECDSA_SHA384', randomBytes(48)), status.PERMISSION_DENIED);
+      const missing = await expectCode(gw.client('pssOnly').sign('test-ec999', 'ECDSA_SHA384', randomBytes(48)), status.PERMISSION_DENIED);
       assert.equal(existing.details.replace('test-ec384', 'X'), missing.details.replace('test-ec999', 'X'));
     });
 

@@ -40,7 +40,21 @@ export interface GatewayProcess {
 }
 
 
-export async function startGatewayProcess(options: TestGatewayOptions & { extraEnv?: Record<string, string> } = {}): Promise<GatewayProcess> {
+export interface GatewayProcessOptions extends TestGatewayOptions {
+  extraEnv?: Record<string, string>;
+  /** The gateway's stdout (its log) goes to this file descriptor instead of a pipe read by the test. */
+  stdoutFd?: number;
+}
+
+/** Polls /readyz until it answers 200. */
+async function untilReady(url: string, exited: () => boolean): Promise<void> {
+  while (!exited()) {
+    if (await fetch(url).then((r) => r.status === 200, () => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function startGatewayProcess(options: GatewayProcessOptions = {}): Promise<GatewayProcess> {
   const env = await testEnvironment();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hsmgw-proc-'));
   const configFile = path.join(dir, 'config.yaml');
@@ -61,9 +75,13 @@ export async function startGatewayProcess(options: TestGatewayOptions & { extraE
     // (the gateway's pkcs11js is built for the Node that ran `npm ci`).
     child = spawn(process.env['HSMGW_GATEWAY_NODE'] ?? process.execPath, [CLI, 'serve', '--config', configFile], {
       env: { ...process.env, HSMGW_CONFIG: '', ...options.extraEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', options.stdoutFd ?? 'pipe', 'pipe'],
     });
     const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out.slice(started)}`)), 30_000);
+    if (options.stdoutFd !== undefined) {
+      const c = child as ChildProcess;
+      void untilReady(`http://127.0.0.1:${httpPort}/readyz`, () => c.exitCode !== null).then(() => { clearTimeout(timer); resolve(); });
+    }
     const onData = (b: Buffer): void => {
       out += b.toString();
       if (out.slice(started).includes('"msg":"gateway listening"')) {

@@ -41,7 +41,7 @@ function generateExtractableKey(module: HsmModule, session: Buffer, label: strin
 
 export const IDENTITIES = {
   dev: 'spiffe://hsm-gateway.dev/proxy',
-  ecOnly: 'spiffe://hsm-gateway.test/ec-only',
+  pssOnly: 'spiffe://hsm-gateway.test/pss-only',
   wildcard: 'spiffe://hsm-gateway.test/wild/proxy-1',
   nobody: 'spiffe://hsm-gateway.test/nobody',
   dnsOnly: 'proxy.hsm-gateway.test',
@@ -60,13 +60,13 @@ export interface TestEnvironment {
     serverCert: string;
     serverKey: string;
     otherCa: string;
-    clients: Record<'dev' | 'ecOnly' | 'wildcard' | 'nobody' | 'dnsOnly' | 'otherCa' | 'expired', ClientIdentity>;
+    clients: Record<'dev' | 'pssOnly' | 'wildcard' | 'nobody' | 'dnsOnly' | 'otherCa' | 'expired', ClientIdentity>;
   };
 }
 
 const MANIFEST = 'test-environment.json';
 
-async function writeIdentity(dir: string, name: string, ca: CertificateAuthority, opts: Parameters<typeof issueLeaf>[1]): Promise<ClientIdentity> {
+export async function writeIdentity(dir: string, name: string, ca: CertificateAuthority, opts: Parameters<typeof issueLeaf>[1]): Promise<ClientIdentity> {
   const issued = await issueLeaf(ca, opts);
   const cert = path.join(dir, `${name}.pem`);
   const key = path.join(dir, `${name}.key`);
@@ -128,7 +128,7 @@ async function prepare(): Promise<TestEnvironment> {
       otherCa: path.join(clientsDir, 'other-ca.pem'),
       clients: {
         dev: { cert: embedded.pki.clientCert, key: embedded.pki.clientKey },
-        ecOnly: await writeIdentity(clientsDir, 'ec-only', devCa, { commonName: 'ec-only', uri: [IDENTITIES.ecOnly], usage: 'client' }),
+        pssOnly: await writeIdentity(clientsDir, 'pss-only', devCa, { commonName: 'pss-only', uri: [IDENTITIES.pssOnly], usage: 'client' }),
         wildcard: await writeIdentity(clientsDir, 'wildcard', devCa, { commonName: 'wild', uri: [IDENTITIES.wildcard], usage: 'client' }),
         nobody: await writeIdentity(clientsDir, 'nobody', devCa, { commonName: 'nobody', uri: [IDENTITIES.nobody], usage: 'client' }),
         dnsOnly: await writeIdentity(clientsDir, 'dns-only', devCa, { commonName: 'dns-only', dns: [IDENTITIES.dnsOnly], usage: 'client' }),

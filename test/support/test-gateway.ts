@@ -59,7 +59,7 @@ export function testConfigDocument(env: TestEnvironment, options: TestGatewayOpt
     authorization: options.authorization ?? {
       rules: [
         { identity: IDENTITIES.dev, keys: ALL_TEST_KEYS },
-        { identity: IDENTITIES.ecOnly, keys: ['dev-ec'], algorithms: ['ECDSA_SHA256'] },
+        { identity: IDENTITIES.pssOnly, keys: ['dev-rsa'], algorithms: ['RSA_PSS_SHA256'] },
         { identity: 'spiffe://hsm-gateway.test/wild/*', keys: ['test-*'] },
         { identity: IDENTITIES.dnsOnly, keys: ['dev-rsa'] },
       ],

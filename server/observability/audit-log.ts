@@ -1,0 +1,87 @@
+import type { Logger } from './logger';
+
+/** A signature that was made: each gets its own audit line, with exactly these fields. */
+export type SignatureRecord = {
+  identity: string;
+  key: string;
+  algorithm: string;
+  outcome: 'OK';
+  latency_ms: number;
+  /** First 8 bytes of the signed digest, hex. */
+  digest_fp: string;
+  rpc: string;
+  request_id: string;
+};
+
+/** A request that produced no signature. */
+export interface RefusalRecord {
+  identity: string;
+  /** The gRPC status code name: the aggregation reason. */
+  outcome: string;
+  key: string;
+  algorithm: string;
+  error: string;
+  rpc: string;
+}
+
+interface RefusalCount {
+  first: RefusalRecord;
+  count: number;
+}
+
+/** Distinct identity × reason pairs held for one second before they are written early. */
+const MAX_PENDING = 10_000;
+
+/**
+ * The audit trail. Every signature made gets one line. Refused requests, which a caller can
+ * send as fast as it likes, are counted per identity, reason and second and written as one
+ * line with the count and the first request as an example: a flood of garbage cannot drown the
+ * lines of real signatures (journald, for one, drops lines past its rate limit).
+ */
+export class AuditLog {
+  private refusals = new Map<string, RefusalCount>();
+  private second = 0;
+  /** Writes the counts when their second is over. */
+  private flushTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly logger: Logger) {}
+
+  signed(r: SignatureRecord): void {
+    this.logger.audit('sign', r);
+  }
+
+  refused(r: RefusalRecord): void {
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== this.second || this.refusals.size >= MAX_PENDING) {
+      this.flush();
+      this.second = second;
+    }
+    if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flush(), (second + 1) * 1000 - Date.now() + 5);
+      this.flushTimer.unref();
+    }
+    const id = `${r.identity}\u0000${r.outcome}`;
+    const pending = this.refusals.get(id);
+    if (pending) pending.count++;
+    else this.refusals.set(id, { first: r, count: 1 });
+  }
+
+  /** Writes the counted refusals of the current second. */
+  flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.refusals.size === 0) return;
+    const window = new Date(this.second * 1000).toISOString();
+    for (const { first, count } of this.refusals.values()) {
+      this.logger.audit('sign refused', {
+        identity: first.identity, outcome: first.outcome, count, second: window,
+        first_rpc: first.rpc, first_key: first.key, first_algorithm: first.algorithm, first_error: first.error,
+      });
+    }
+    this.refusals = new Map();
+  }
+
+  close(): void {
+    this.flush();
+  }
+}

@@ -121,20 +121,15 @@ export class GatewayClient {
     }));
   }
 
-  /** Healthy endpoints in round-robin order, then the ones marked down (soonest back first). */
-  private endpointOrder(start: number): Endpoint[] {
-    const now = performance.now();
-    const rotated = [...this.endpoints.slice(start), ...this.endpoints.slice(0, start)];
-    const up = rotated.filter((e) => e.downUntil <= now);
-    const down = rotated.filter((e) => e.downUntil > now).sort((a, b) => a.downUntil - b.downUntil);
-    return [...up, ...down];
-  }
-
-  /** endpointOrder(start)[0], without building the order (the path of every call). */
-  private firstEndpoint(start: number): Endpoint {
+  /**
+   * The endpoint for an attempt: the first healthy one in round-robin order from `start`, or, if
+   * every endpoint is marked down, the one back soonest. Each retry starts one slot further, so a
+   * retry goes to another endpoint than the attempt that just failed when one is healthy.
+   */
+  private endpointFor(start: number): Endpoint {
     const now = performance.now();
     const count = this.endpoints.length;
-    let soonest = this.endpoints[start];
+    let soonest = this.endpoints[start % count];
     for (let i = 0; i < count; i++) {
       const endpoint = this.endpoints[(start + i) % count];
       if (endpoint.downUntil <= now) return endpoint;
@@ -146,17 +141,10 @@ export class GatewayClient {
   /** Runs a call with failover: UNAVAILABLE moves on to the next endpoint after a backoff. */
   protected async withFailover<T>(call: (client: SignerClient, deadline: Date, endpoint: Endpoint) => Promise<T>): Promise<T> {
     const start = this.next++ % this.endpoints.length;
-    let order: Endpoint[] | undefined;  // built only for a retry
     let lastError: GatewayClientError | undefined;
     for (let attempt = 0; attempt <= this.options.maxRetries; attempt++) {
-      let endpoint: Endpoint;
-      if (attempt === 0) {
-        endpoint = this.firstEndpoint(start);
-      } else {
-        order ??= this.endpointOrder(start);
-        endpoint = order[attempt % order.length];
-        await sleep(Math.min(this.options.retryBackoffMs * 2 ** (attempt - 1), 1000));
-      }
+      if (attempt > 0) await sleep(Math.min(this.options.retryBackoffMs * 2 ** (attempt - 1), 1000));
+      const endpoint = this.endpointFor(start + attempt);
       try {
         const result = await call(endpoint.client, new Date(Date.now() + this.options.deadlineMs), endpoint);
         endpointUp(endpoint);
@@ -177,9 +165,8 @@ export class GatewayClient {
   private submitStreamed(key: string, algorithm: SignatureAlgorithm, digest: Buffer, deadlineMs: number, done: SignCallback): void {
     const input = algorithm === SignatureAlgorithm.ED25519 ? { $case: 'message' as const, value: digest } : { $case: 'digest' as const, value: digest };
     const start = this.next++ % this.endpoints.length;
-    let order: Endpoint[] | undefined; // built only for a retry
     const attempt = (n: number): void => {
-      const endpoint = n === 0 ? this.firstEndpoint(start) : (order ??= this.endpointOrder(start))[n % order.length];
+      const endpoint = this.endpointFor(start + n);
       endpoint.stream.submit(key, algorithm, input, deadlineMs, (error, signature) => {
         if (error === null) {
           endpointUp(endpoint);

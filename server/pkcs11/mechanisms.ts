@@ -4,6 +4,7 @@ import { algorithmSpec, type HashName } from '../signing/algorithms';
 
 /** Not exported by pkcs11js 2.1.7 (PKCS#11 v3.0 values). */
 export const CKM_EDDSA = 0x1057;
+export const CKM_EC_EDWARDS_KEY_PAIR_GEN = 0x1055;
 export const CKK_EC_EDWARDS = 0x40;
 
 /** ASN.1 DigestInfo prefixes (RFC 8017 section 9.2, note 1) that CKM_RSA_PKCS expects before the digest. */

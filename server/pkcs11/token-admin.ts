@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import type { HsmModule } from './hsm-module';
-import { mechanismPlan } from './mechanisms';
+import { CKM_EC_EDWARDS_KEY_PAIR_GEN, mechanismPlan } from './mechanisms';
 import { tolerate } from './ckr';
 import type { ResolvedKey } from './key-store';
 import { algorithmSpec } from '../signing/algorithms';
@@ -15,12 +15,18 @@ import { KeyType } from '../../proto/generated/hsmgateway/v1/signer';
 /** CK_SLOT_INFO flag; missing from pkcs11js's typings. */
 const CKF_TOKEN_PRESENT = 0x1;
 
-export type KeySpec = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096';
-export const KEY_SPECS: readonly KeySpec[] = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'];
+export type KeySpec = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096' | 'ed25519';
+export const KEY_SPECS: readonly KeySpec[] = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096', 'ed25519'];
 
+/**
+ * CKA_EC_PARAMS: the curve's OID, DER. For Ed25519 the RFC 8410 OID id-Ed25519 (1.3.101.112), as
+ * PKCS#11 3.0 allows and SoftHSM2 and OpenSC expect (older modules also take the PrintableString
+ * "edwards25519"; the key store reads both).
+ */
 const EC_PARAMS: Record<string, Buffer> = {
   'ec-p256': Buffer.from('06082a8648ce3d030107', 'hex'),
   'ec-p384': Buffer.from('06052b81040022', 'hex'),
+  ed25519: Buffer.from('06032b6570', 'hex'),
 };
 
 /** Initialises a fresh token in a free slot and sets its user PIN. PINs go only to PKCS#11. */
@@ -74,6 +80,9 @@ export function generateSigningKey(module: HsmModule, session: Buffer, name: str
   let mechanism: pkcs11js.Mechanism;
   if (spec.startsWith('ec-')) {
     mechanism = { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN };
+    publicTemplate.push({ type: pkcs11js.CKA_EC_PARAMS, value: EC_PARAMS[spec] });
+  } else if (spec === 'ed25519') {
+    mechanism = { mechanism: CKM_EC_EDWARDS_KEY_PAIR_GEN };
     publicTemplate.push({ type: pkcs11js.CKA_EC_PARAMS, value: EC_PARAMS[spec] });
   } else {
     mechanism = { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN };

@@ -9,7 +9,7 @@ import type { Hsm } from '../pkcs11/hsm';
 import { algorithmLabel, algorithmSpec } from '../signing/algorithms';
 import { checkStillAuthenticated, type AuthenticatedConnection } from './caller-connection';
 import { GatewayError, STATUS_NAMES, toGatewayError } from './gateway-error';
-import { checkAlgorithmFitsKey, checkKeyName, signInput } from './sign-request-validation';
+import { checkAlgorithmFitsKey, checkKeyName, inputFingerprint, signInput } from './sign-request-validation';
 import { isMalformed } from './tolerant-service-definition';
 
 export interface SignContext {
@@ -75,7 +75,7 @@ export class SignPipeline {
         throw new GatewayError(status.PERMISSION_DENIED, `identity "${identity.label}" may not use ${spec.name} with key "${key.name}"`);
       }
       const data = signInput(req, spec, this.limits.maxMessageBytes);
-      fingerprint = data.subarray(0, 8).toString('hex');
+      fingerprint = inputFingerprint(data, spec);
       if (performance.now() >= ctx.deadline) throw new GatewayError(status.DEADLINE_EXCEEDED, 'deadline already passed; the HSM was not asked');
       const result = await this.hsm.sign(key, spec.algorithm, data, ctx.deadline);
       this.metrics.hsmTimings(result.waitSeconds, result.hsmSeconds);

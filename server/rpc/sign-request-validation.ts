@@ -37,6 +37,19 @@ export function signInput(req: SignRequest, spec: AlgorithmSpec, maxMessageBytes
   if (input.value.length > maxMessageBytes) {
     throw new GatewayError(status.INVALID_ARGUMENT, `message is ${input.value.length} bytes; the limit is ${maxMessageBytes} (send a digest instead)`);
   }
-  if (!spec.hash) return input.value;
+  if (!spec.hash) {
+    // PKCS#11 modules refuse zero-length data (pkcs11js passes no buffer): say so instead of INTERNAL.
+    if (input.value.length === 0) throw new GatewayError(status.INVALID_ARGUMENT, `message is empty; ${spec.name} signs the message itself and needs at least one byte`);
+    return input.value;
+  }
   return createHash(spec.hash).update(input.value).digest();
+}
+
+/**
+ * The audit line's digest_fp: the first 8 bytes of the digest signed. EdDSA signs the message
+ * itself, so for it the first 8 bytes of the message's SHA-256: message bytes never reach the log.
+ */
+export function inputFingerprint(data: Buffer, spec: AlgorithmSpec): string {
+  const digest = spec.hash ? data : createHash('sha256').update(data).digest();
+  return digest.subarray(0, 8).toString('hex');
 }

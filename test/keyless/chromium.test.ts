@@ -1,7 +1,9 @@
 /**
  * A real browser accepts a keyless server (blocking and non-blocking modes), and refuses one
  * whose handshake is signed by the wrong key. Chromium trusts the self-signed certificate by its
- * SPKI hash only, so it still checks the handshake signature.
+ * SPKI hash only, so it still checks the handshake signature. Chromium does not offer Ed25519
+ * for server certificates: a keyless Ed25519 server fails that browser cleanly and keeps serving
+ * clients that do (openssl, curl, Node).
  */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -14,6 +16,7 @@ import { execFile } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { GatewayClient, type KeylessTlsCredentials } from '../../client/gateway-client';
 import { startGatewayProcess } from '../support/gateway-process';
+import { nodeHandshake, startBridge, testPki } from './support/keyless-kit';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -76,4 +79,25 @@ describe('Chromium', { skip: fs.existsSync(CHROMIUM) ? false : `${CHROMIUM} is n
       }
     });
   }
+
+  it('an Ed25519 keyless server: Chromium fails the handshake cleanly (no Ed25519 server certificates), the server keeps serving', { timeout: 120_000 }, async () => {
+    const pki = testPki();
+    const bridge = await startBridge({ ed25519: { keyFile: pki.leaves.ed25519.keyFile } });
+    const { server, url } = await serve({ key: bridge.keyPem('ed25519', pki.leaves.ed25519.spki), cert: pki.leaves.ed25519.certPem });
+    const errors: string[] = [];
+    server.on('tlsClientError', (error) => errors.push(error.message));
+    try {
+      const page = await loadPage(url, pki.leaves.ed25519.certPem);
+      assert.equal(page.ok, false, 'Chromium has no Ed25519 server certificates');
+      // The server said why (no signature algorithm in common), and the process kept serving.
+      assert.match(errors.join('\n'), /no suitable signature algorithm|no shared signature algorithms|handshake failure/i);
+      const port = (server.address() as AddressInfo).port;
+      const handshake = await nodeHandshake(pki, port, 'ed25519.test');
+      assert.equal(handshake.error, undefined);
+      assert.equal(handshake.authorized, true);
+    } finally {
+      server.close();
+      await bridge.close();
+    }
+  });
 });

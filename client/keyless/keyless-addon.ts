@@ -57,6 +57,8 @@ export interface KeylessAddon {
   nonBlockingStats(): NonBlockingStats;
   /** A worker-less bridge with a fresh local key that signs only in non-blocking mode. */
   createSelfCheckBridge(bridgeId: string): { certPem: string; spkiDer: Buffer };
+  /** The peer of a connected Unix socket (SO_PEERCRED): for the agent's allow-list. */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
 }
 
 /** Process-wide counters of the non-blocking mode (native nonblocking.cc). */
@@ -80,7 +82,7 @@ export interface NonBlockingStats {
 
 const ADDON_FUNCTIONS = [
   'createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'workerAttached', 'drainSamples',
-  'enableNonBlocking', 'beginWrap', 'endWrap', 'untrack', 'arm', 'release', 'holdDispatch', 'takeSignRequests', 'nonBlockingStats', 'createSelfCheckBridge',
+  'enableNonBlocking', 'beginWrap', 'endWrap', 'untrack', 'arm', 'release', 'holdDispatch', 'takeSignRequests', 'nonBlockingStats', 'createSelfCheckBridge', 'peerCredentials',
 ] as const;
 
 let loaded: KeylessAddon | undefined;

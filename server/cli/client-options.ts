@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GatewayClient } from '../../client/gateway-client';
+import type { GatewayClientOptions } from '../../client/gateway-client-options';
 import { devPkiPaths } from '../bootstrap/dev-pki';
 import { defaultStateDir } from '../bootstrap/embedded-default';
 import { DEFAULT_GRPC_LISTEN } from '../config/load-config';
@@ -36,16 +37,20 @@ function read(flag: string, file: string): Buffer {
   }
 }
 
-/** A client for the CLI's own calls: flags first, then the embedded default's dev PKI. */
-export function clientFromFlags(flags: ClientFlags): GatewayClient {
+/** GatewayClient options from the connection flags, then the embedded default's dev PKI (files read now). */
+export function clientOptionsFromFlags(flags: ClientFlags): GatewayClientOptions {
   const pki = devPkiPaths(path.join(defaultStateDir(), 'pki'));
-  return new GatewayClient({
+  return {
     endpoints: flags.endpoint?.length ? flags.endpoint : [process.env.HSMGW_LISTEN || DEFAULT_GRPC_LISTEN],
     ca: read('ca', flags.ca ?? pki.ca),
     cert: read('cert', flags.cert ?? pki.clientCert),
     key: read('key-file', flags['key-file'] ?? pki.clientKey),
-    maxRetries: 0,
     // The dev server certificate names localhost; sending an IP as TLS SNI is deprecated (DEP0123).
     serverName: flags.ca === undefined ? 'localhost' : undefined,
-  });
+  };
+}
+
+/** A client for the CLI's own calls (one attempt per call). */
+export function clientFromFlags(flags: ClientFlags): GatewayClient {
+  return new GatewayClient({ ...clientOptionsFromFlags(flags), maxRetries: 0 });
 }

@@ -12,6 +12,8 @@ Commands:
   csr     write a PKCS#10 request signed by an HSM key (through the gateway)
   cert    install a certificate chain on the token; self-sign a certificate
   key     generate keys in the token; list the token's keys (direct PKCS#11, gateway host)
+  agent   the local signing agent of nginx and HAProxy (keyless provider)
+  keyless-pem  write the keyless key PEM and certificate chain of a key, for nginx and HAProxy
 
 Run "hsm-gateway <command> --help" for a command's options.
 
@@ -37,6 +39,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'key': return await (await import('./key-command.js')).keyCommand(rest);
       case 'cert': return await (await import('./cert-command.js')).certCommand(rest);
       case 'csr': return await (await import('./csr-command.js')).csrCommand(rest);
+      case 'agent': return await (await import('./agent-command.js')).agentCommand(rest);
+      case 'keyless-pem': return await (await import('./keyless-pem-command.js')).keylessPemCommand(rest);
       case undefined: case '-h': case '--help': case 'help':
         process.stdout.write(`${HELP}\n`);
         return command === undefined ? 2 : 0;

@@ -5,6 +5,8 @@ import type { Logger } from './logger';
 export interface ReadinessSource {
   ready: boolean;
   state: string;
+  /** What `state` is about, in the /readyz answer; default "HSM". */
+  subject?: string;
 }
 
 /**
@@ -35,7 +37,7 @@ export function createOpsServer(registry: Registry, readiness: ReadinessSource, 
     }
     if (url === '/readyz') {
       const ok = readiness.ready;
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : `not ready: HSM ${readiness.state}\n`);
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : `not ready: ${readiness.subject ?? 'HSM'} ${readiness.state}\n`);
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');

@@ -1,12 +1,10 @@
 // Provider entry point: dispatch tables, error strings and core upcalls.
 #include "provider.h"
 
-#include <openssl/decoder.h>
-#include <openssl/evp.h>
-#include <openssl/provider.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include <cstdarg>
-#include <mutex>
 
 namespace keyless {
 namespace {
@@ -19,6 +17,7 @@ OSSL_FUNC_core_new_error_fn* g_new_error = nullptr;
 OSSL_FUNC_core_set_error_debug_fn* g_set_error_debug = nullptr;
 OSSL_FUNC_core_vset_error_fn* g_vset_error = nullptr;
 OSSL_FUNC_BIO_read_ex_fn* g_bio_read_ex = nullptr;
+OSSL_FUNC_core_get_params_fn* g_get_params = nullptr;
 
 // Reason strings. They read well both as Node's `err.reason` and, transformed,
 // as `err.code` (ERR_SSL_KEYLESS_SIGN_TIMED_OUT ...).
@@ -74,11 +73,33 @@ const OSSL_ALGORITHM* QueryOperation(void*, int operation_id, int* no_cache) {
 
 const OSSL_ITEM* GetReasonStrings(void*) { return kReasonStrings; }
 
+// What `openssl list -providers` shows.
+const OSSL_PARAM* GettableParams(void*) {
+  static const OSSL_PARAM kGettable[] = {
+      OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, nullptr, 0),
+      OSSL_PARAM_int(OSSL_PROV_PARAM_STATUS, nullptr),
+      OSSL_PARAM_END,
+  };
+  return kGettable;
+}
+
+int GetParams(void*, OSSL_PARAM params[]) {
+  OSSL_PARAM* p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME);
+  if (p != nullptr && OSSL_PARAM_set_utf8_ptr(p, "hsm-gateway keyless provider (signatures by the remote HSM)") != 1) return 0;
+  p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS);
+  if (p != nullptr && OSSL_PARAM_set_int(p, 1) != 1) return 0;
+  return 1;
+}
+
 const OSSL_DISPATCH kProviderFunctions[] = {
     {OSSL_FUNC_PROVIDER_QUERY_OPERATION, reinterpret_cast<void (*)(void)>(QueryOperation)},
     {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, reinterpret_cast<void (*)(void)>(GetReasonStrings)},
+    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, reinterpret_cast<void (*)(void)>(GettableParams)},
+    {OSSL_FUNC_PROVIDER_GET_PARAMS, reinterpret_cast<void (*)(void)>(GetParams)},
     {0, nullptr},
 };
+
+}  // namespace
 
 int ProviderInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in,
                  const OSSL_DISPATCH** out, void** provctx) {
@@ -90,6 +111,7 @@ int ProviderInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in,
       case OSSL_FUNC_CORE_SET_ERROR_DEBUG: g_set_error_debug = OSSL_FUNC_core_set_error_debug(in); break;
       case OSSL_FUNC_CORE_VSET_ERROR: g_vset_error = OSSL_FUNC_core_vset_error(in); break;
       case OSSL_FUNC_BIO_READ_EX: g_bio_read_ex = OSSL_FUNC_BIO_read_ex(in); break;
+      case OSSL_FUNC_CORE_GET_PARAMS: g_get_params = OSSL_FUNC_core_get_params(in); break;
       default: break;
     }
   }
@@ -107,7 +129,8 @@ int ProviderInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in,
   return 1;
 }
 
-}  // namespace
+const OSSL_CORE_HANDLE* CoreHandle() { return g_handle; }
+OSSL_FUNC_core_get_params_fn* CoreGetParams() { return g_get_params; }
 
 void RaiseErrorAt(const char* file, int line, const char* func, Reason reason, const char* fmt, ...) {
   if (g_handle == nullptr) return;
@@ -123,37 +146,6 @@ OSSL_LIB_CTX* LibCtx() { return g_libctx; }
 
 bool ReadCoreBio(OSSL_CORE_BIO* bio, void* buf, size_t len, size_t* read) {
   return g_bio_read_ex(bio, buf, len, read) == 1;
-}
-
-bool RegisterProvider(std::string* error) {
-  static std::once_flag once;
-  static bool ok = false;
-  static std::string failure;
-  std::call_once(once, [] {
-    // Fetching without a property query takes the first implementation in the
-    // method store, in insertion order. Populate the store with the already loaded
-    // providers' implementations first, so that ordinary keys, key generation and
-    // verification keep resolving to them; ours are appended after and are used only
-    // for keyless keys (whose keymgmt is ours).
-    EVP_KEYMGMT_do_all_provided(nullptr, [](EVP_KEYMGMT*, void*) {}, nullptr);
-    EVP_SIGNATURE_do_all_provided(nullptr, [](EVP_SIGNATURE*, void*) {}, nullptr);
-    EVP_ASYM_CIPHER_do_all_provided(nullptr, [](EVP_ASYM_CIPHER*, void*) {}, nullptr);
-    OSSL_DECODER_do_all_provided(nullptr, [](OSSL_DECODER*, void*) {}, nullptr);
-    if (OSSL_PROVIDER_add_builtin(nullptr, kProviderName, ProviderInit) != 1) {
-      failure = "OSSL_PROVIDER_add_builtin failed";
-      return;
-    }
-    // try_load with retain_fallbacks=1: loading this provider must not stop the
-    // default provider from being loaded implicitly. The provider stays loaded for
-    // the life of the process (keys and SSL_CTXs may reference it at any time).
-    if (OSSL_PROVIDER_try_load(nullptr, kProviderName, 1) == nullptr) {
-      failure = "OSSL_PROVIDER_try_load failed";
-      return;
-    }
-    ok = true;
-  });
-  if (!ok && error != nullptr) *error = failure;
-  return ok;
 }
 
 }  // namespace keyless

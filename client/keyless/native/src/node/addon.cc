@@ -1,11 +1,13 @@
 // N-API face of the keyless addon. Loaded in the main thread (bridges) and in each
 // signer worker (attachWorker creates the threadsafe function there).
 #include <node_api.h>
+#include <sys/socket.h>
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "node_provider.h"
 #include "nonblocking.h"
 #include "provider.h"
 #include "remote_signer.h"
@@ -353,6 +355,30 @@ napi_value CreateSelfCheckBridgeJs(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// peerCredentials(fd): { pid, uid, gid } of the process at the other end of a Unix
+// socket (SO_PEERCRED), for `hsm-gateway agent`'s allow-list; Node has no API for it.
+napi_value PeerCredentialsJs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return Throw(env, "peerCredentials(fd)");
+  ucred credentials{};
+  socklen_t size = sizeof(credentials);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &size) != 0 || size != sizeof(credentials)) {
+    return Throw(env, "keyless: SO_PEERCRED failed on this socket");
+  }
+  napi_value result, pid, uid, gid;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  CHECK_NAPI(env, napi_create_int32(env, credentials.pid, &pid));
+  CHECK_NAPI(env, napi_create_uint32(env, credentials.uid, &uid));
+  CHECK_NAPI(env, napi_create_uint32(env, credentials.gid, &gid));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "pid", pid));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "uid", uid));
+  CHECK_NAPI(env, napi_set_named_property(env, result, "gid", gid));
+  return result;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   std::string error;
   if (!RegisterProvider(&error)) return Throw(env, "keyless: cannot load the OpenSSL provider: " + error);
@@ -374,6 +400,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"takeSignRequests", nullptr, TakeSignRequestsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"nonBlockingStats", nullptr, NonBlockingStatsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"createSelfCheckBridge", nullptr, CreateSelfCheckBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"peerCredentials", nullptr, PeerCredentialsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods));
   napi_value label, provider;

@@ -14,9 +14,8 @@
 #include <vector>
 
 #include "keyless_key.h"
-#include "nonblocking.h"
 #include "provider.h"
-#include "remote_signer.h"
+#include "remote_signature.h"
 
 namespace keyless {
 namespace {
@@ -201,15 +200,7 @@ int RemoteSignature(SigCtx* ctx, int algorithm, unsigned char* sig, size_t* sigl
                     const unsigned char* input, size_t input_len) {
   const size_t max = static_cast<size_t>(EVP_PKEY_get_size(ctx->key->pub));
   std::vector<unsigned char> out;
-  // Inside an async handshake of a non-blocking bridge the job pauses; anywhere
-  // else (other bridges, client connections, outside a handshake) it blocks.
-  bool handled = false;
-  bool ok = NonBlockingSign(*ctx->key, algorithm, input, input_len, &out, &handled);
-  if (!handled) {
-    if (BridgeIsNonBlocking(ctx->key->bridge_id)) CountBlockingSign();
-    ok = RemoteSign(ctx->key->bridge_id, ctx->key->key_name, algorithm, input, input_len, &out);
-  }
-  if (!ok) return 0;
+  if (!RemoteSignature(*ctx->key, algorithm, input, input_len, &out)) return 0;
   const KeyType type = ctx->key->type;
   if (type == KeyType::kRsa && !out.empty() && out.size() < max) {
     out.insert(out.begin(), max - out.size(), 0);  // I2OSP: left-pad to the modulus size
@@ -217,7 +208,7 @@ int RemoteSignature(SigCtx* ctx, int algorithm, unsigned char* sig, size_t* sigl
   // RSA and Ed25519 signatures have one size; ECDSA's is DER, at most `max`.
   const bool well_formed = type == KeyType::kEc ? !out.empty() && out.size() <= max && out[0] == 0x30 : out.size() == max;
   if (!well_formed || out.size() > sigsize) {
-    RecordFailure(ctx->key->key_name, kBadSignature);
+    RecordRefusal(*ctx->key, Refusal::kBadSignature);
     RaiseError(kBadSignatureLength, "keyless: signer returned %zu bytes for key '%s' (expected %s%zu)",
                out.size(), ctx->key->key_name.c_str(),
                type == KeyType::kEc ? "a DER ECDSA signature of at most " : "", max);
@@ -238,7 +229,7 @@ int SignDigest(SigCtx* ctx, unsigned char* sig, size_t* siglen, size_t sigsize,
   std::string why;
   const int algorithm = MapAlgorithm(ctx, digest_len, &why);
   if (algorithm == 0) {
-    RecordFailure(ctx->key->key_name, kUnsupported);
+    RecordRefusal(*ctx->key, Refusal::kUnsupported);
     RaiseError(kUnsupportedSignature, "keyless: %s (key '%s')", why.c_str(), ctx->key->key_name.c_str());
     return 0;
   }

@@ -1,5 +1,6 @@
-// The OpenSSL 3 provider that makes "keyless" keys usable by libssl inside Node's own
-// OpenSSL. Registered once per process; see provider.cc.
+// The OpenSSL 3 provider that makes "keyless" keys usable by libssl: the core shared by
+// its two front ends, the Node addon (registered inside Node's own OpenSSL, src/node) and
+// the standalone module for nginx and HAProxy (src/standalone).
 #ifndef HSMGW_KEYLESS_PROVIDER_H_
 #define HSMGW_KEYLESS_PROVIDER_H_
 
@@ -52,8 +53,14 @@ OSSL_LIB_CTX* LibCtx();
 // Reads up to `len` bytes from a core BIO handed to a decoder.
 bool ReadCoreBio(OSSL_CORE_BIO* bio, void* buf, size_t len, size_t* read);
 
-// Adds and loads the provider into the default library context. Idempotent.
-bool RegisterProvider(std::string* error);
+// The provider's entry point (an OSSL_provider_init_fn) for both front ends: the Node
+// addon registers it as a built-in, the standalone module exports it as OSSL_provider_init.
+int ProviderInit(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in, const OSSL_DISPATCH** out,
+                 void** provctx);
+// The core handle and its get_params upcall, captured by ProviderInit (the standalone front
+// end reads its openssl.cnf settings through them).
+const OSSL_CORE_HANDLE* CoreHandle();
+OSSL_FUNC_core_get_params_fn* CoreGetParams();
 
 // Algorithm implementations (keymgmt.cc, signature.cc).
 extern const OSSL_DISPATCH kEcKeymgmtFunctions[];

@@ -82,35 +82,59 @@ bool WaitFor(int fd, short events, Clock::time_point deadline, int timer_fd) {
   }
 }
 
-// Registers the connection and a timer as the current job's wait fds (HAProxy polls them
-// and resumes the job); -1 outside a job.
-int ArmJobWait(int fd, int timeout_ms) {
+// Inside an ASYNC job (HAProxy's ssl-mode-async) the job's wait context, which belongs to the
+// TLS connection, holds a connection to the agent and a timer of its own, registered once as
+// its wait fds: the server polls them and resumes the job. They stay registered, open, until
+// the wait context is freed with the TLS connection (the cleanup callback closes them), as the
+// server expects of an engine's fds: an fd it polls is never closed or reused under it.
+struct JobFds {
+  int socket = -1;
+  int timer = -1;
+  bool spent = false;  // the socket served a signature and was shut down
+};
+
+void CloseJobFd(ASYNC_WAIT_CTX*, const void* key, OSSL_ASYNC_FD fd, void* custom) {
+  close(fd);
+  if (key == &kSocketKey) delete static_cast<JobFds*>(custom);
+}
+
+// This job's connection and timer, made on first use; nullptr outside a job (or if they cannot
+// be made: the caller then waits blocking).
+JobFds* JobWaitFds(const Settings& settings, std::string* why) {
   ASYNC_JOB* job = ASYNC_get_current_job();
-  if (job == nullptr) return -1;
-  ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(job);
-  const int timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-  if (ctx == nullptr || timer < 0) {
-    if (timer >= 0) close(timer);
-    return -1;
+  ASYNC_WAIT_CTX* ctx = job != nullptr ? ASYNC_get_wait_ctx(job) : nullptr;
+  if (ctx == nullptr) return nullptr;
+  OSSL_ASYNC_FD fd = -1;
+  void* custom = nullptr;
+  if (ASYNC_WAIT_CTX_get_fd(ctx, &kSocketKey, &fd, &custom) == 1 && custom != nullptr) {
+    return static_cast<JobFds*>(custom);
   }
+  auto* fds = new JobFds();
+  fds->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  fds->socket = fds->timer >= 0 ? Connect(settings, why) : -1;
+  if (fds->timer < 0 || fds->socket < 0) {
+    if (fds->timer >= 0) close(fds->timer);
+    delete fds;
+    return nullptr;
+  }
+  ASYNC_WAIT_CTX_set_wait_fd(ctx, &kSocketKey, fds->socket, fds, CloseJobFd);
+  ASYNC_WAIT_CTX_set_wait_fd(ctx, &kTimerKey, fds->timer, nullptr, CloseJobFd);
+  return fds;
+}
+
+void ArmTimer(int timer, int timeout_ms) {
   itimerspec spec{};
   spec.it_value.tv_sec = timeout_ms / 1000;
   spec.it_value.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1000000L;
   timerfd_settime(timer, 0, &spec, nullptr);
-  ASYNC_WAIT_CTX_set_wait_fd(ctx, &kSocketKey, fd, nullptr, nullptr);
-  ASYNC_WAIT_CTX_set_wait_fd(ctx, &kTimerKey, timer, nullptr, nullptr);
-  return timer;
 }
 
-void DisarmJobWait(int timer) {
-  if (timer < 0) return;
-  ASYNC_JOB* job = ASYNC_get_current_job();
-  ASYNC_WAIT_CTX* ctx = job != nullptr ? ASYNC_get_wait_ctx(job) : nullptr;
-  if (ctx != nullptr) {
-    ASYNC_WAIT_CTX_clear_fd(ctx, &kSocketKey);
-    ASYNC_WAIT_CTX_clear_fd(ctx, &kTimerKey);
-  }
-  close(timer);
+void DisarmTimer(int timer) {
+  itimerspec spec{};
+  timerfd_settime(timer, 0, &spec, nullptr);
+  uint64_t expirations = 0;
+  ssize_t ignored = read(timer, &expirations, sizeof(expirations));  // a fired timer stays readable
+  (void)ignored;
 }
 
 enum class Io { kOk, kTimeout, kFailed };
@@ -151,22 +175,27 @@ bool Sign(const Settings& settings, const std::string& key_name, int algorithm, 
           size_t input_len, std::vector<unsigned char>* signature) {
   const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(settings.timeout_ms);
   Pool& pool = ThisPool();
+  std::string why;
+  JobFds* job = JobWaitFds(settings, &why);
+  if (job != nullptr && job->spent) job = nullptr;  // a second signature on this TLS connection: wait blocking
   int fd = -1;
-  if (!pool.idle.empty()) {
+  if (job != nullptr) {
+    fd = job->socket;
+    ArmTimer(job->timer, settings.timeout_ms);
+  } else if (!pool.idle.empty()) {
     fd = pool.idle.back();
     pool.idle.pop_back();
   } else {
-    std::string why;
     fd = Connect(settings, &why);
-    if (fd < 0) {
-      RaiseError(kNoSigner, "keyless: cannot reach the agent at %s (%s); is hsm-gateway agent running?",
-                 settings.socket_path.c_str(), why.c_str());
-      return false;
-    }
   }
+  if (fd < 0) {
+    RaiseError(kNoSigner, "keyless: cannot reach the agent at %s (%s); is hsm-gateway agent running?",
+               settings.socket_path.c_str(), why.c_str());
+    return false;
+  }
+  const int timer = job != nullptr ? job->timer : -1;
   const uint32_t id = pool.next_id++;
   const std::vector<unsigned char> request = EncodeSignRequest(id, algorithm, key_name, input, input_len);
-  const int timer = ArmJobWait(fd, settings.timeout_ms);
   Io io = WriteAll(fd, request, deadline, timer);
   unsigned char header[4];
   std::vector<unsigned char> body;
@@ -181,11 +210,20 @@ bool Sign(const Settings& settings, const std::string& key_name, int algorithm, 
       io = ReadExactly(fd, body.data(), len, deadline, timer);
     }
   }
-  DisarmJobWait(timer);
   Answer answer;
   const bool decoded = io == Io::kOk && DecodeAnswer(body.data(), body.size(), &answer) && answer.request_id == id;
-  if (!decoded) {
+  if (job != nullptr) {
+    // The job's socket served its signature: release the agent's end; the fd itself stays
+    // open and registered until the TLS connection's wait context is freed.
+    DisarmTimer(job->timer);
+    shutdown(fd, SHUT_RDWR);
+    job->spent = true;
+  } else if (decoded) {
+    pool.idle.push_back(fd);
+  } else {
     close(fd);  // a late or garbled answer would confuse the next request
+  }
+  if (!decoded) {
     if (io == Io::kTimeout) {
       RaiseError(kSignTimedOut, "keyless: the agent at %s did not answer within %d ms (key '%s')",
                  settings.socket_path.c_str(), settings.timeout_ms, key_name.c_str());
@@ -195,7 +233,6 @@ bool Sign(const Settings& settings, const std::string& key_name, int algorithm, 
     }
     return false;
   }
-  pool.idle.push_back(fd);
   if (!answer.ok) {
     RaiseError(kSignerFailed, "keyless: the gateway refused to sign with key '%s' (gRPC code %d): %s",
                key_name.c_str(), answer.code, answer.message.c_str());

@@ -22,7 +22,7 @@ import { fmt, fmtSpread, markdownTable } from '../support/table';
 import type { Target } from '../support/targets';
 import { SIGN_KEYS, type KeyKind } from '../sign/sign-specs';
 import type { FromProxy, ProxyServerKind, ProxySpec, ProxyWindow, ToProxy } from './handshake-specs';
-import { LatencyForwarder } from './latency-forwarder';
+import { LatencyForwarder } from '../../test/support/latency-forwarder';
 
 export interface HandshakeCellSpec {
   key: KeyKind;

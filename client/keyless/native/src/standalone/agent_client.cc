@@ -1,6 +1,7 @@
 #include "agent_client.h"
 
 #include <openssl/async.h>
+#include <openssl/err.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -169,22 +170,23 @@ Io ReadExactly(int fd, unsigned char* out, size_t len, Clock::time_point deadlin
   return Io::kOk;
 }
 
-}  // namespace
-
-bool Sign(const Settings& settings, const std::string& key_name, int algorithm, const unsigned char* input,
-          size_t input_len, std::vector<unsigned char>* signature) {
-  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(settings.timeout_ms);
+// One attempt; *stale when a kept connection failed before any answer (worth one retry).
+bool SignOnce(const Settings& settings, const std::string& key_name, int algorithm, const unsigned char* input,
+              size_t input_len, Clock::time_point deadline, bool may_reuse, std::vector<unsigned char>* signature,
+              bool* stale) {
   Pool& pool = ThisPool();
   std::string why;
   JobFds* job = JobWaitFds(settings, &why);
   if (job != nullptr && job->spent) job = nullptr;  // a second signature on this TLS connection: wait blocking
   int fd = -1;
+  bool reused = false;
   if (job != nullptr) {
     fd = job->socket;
-    ArmTimer(job->timer, settings.timeout_ms);
-  } else if (!pool.idle.empty()) {
+    ArmTimer(job->timer, RemainingMs(deadline));
+  } else if (may_reuse && !pool.idle.empty()) {
     fd = pool.idle.back();
     pool.idle.pop_back();
+    reused = true;
   } else {
     fd = Connect(settings, &why);
   }
@@ -224,6 +226,7 @@ bool Sign(const Settings& settings, const std::string& key_name, int algorithm, 
     close(fd);  // a late or garbled answer would confuse the next request
   }
   if (!decoded) {
+    *stale = reused && io == Io::kFailed;
     if (io == Io::kTimeout) {
       RaiseError(kSignTimedOut, "keyless: the agent at %s did not answer within %d ms (key '%s')",
                  settings.socket_path.c_str(), settings.timeout_ms, key_name.c_str());
@@ -240,6 +243,20 @@ bool Sign(const Settings& settings, const std::string& key_name, int algorithm, 
   }
   *signature = std::move(answer.signature);
   return true;
+}
+
+}  // namespace
+
+bool Sign(const Settings& settings, const std::string& key_name, int algorithm, const unsigned char* input,
+          size_t input_len, std::vector<unsigned char>* signature) {
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(settings.timeout_ms);
+  // A kept connection may have died with an agent restart: one more try on a fresh one.
+  for (bool retried = false;; retried = true) {
+    bool stale = false;
+    const bool ok = SignOnce(settings, key_name, algorithm, input, input_len, deadline, !retried, signature, &stale);
+    if (ok || !stale || retried) return ok;
+    ERR_clear_error();
+  }
 }
 
 }  // namespace keyless::agent

@@ -2,7 +2,7 @@
  * A TCP forwarder that adds a round-trip delay between a proxy and the real gateway: every chunk
  * from the proxy reaches the gateway `delayMs` later (answers come back at once), so a request
  * and its answer take `delayMs` more. Chunks keep their order (one FIFO per direction). Runs in
- * the bench's orchestrator process, so its CPU is not the proxy's.
+ * the process that starts it (the bench orchestrator, a test), not in the proxy.
  */
 import * as net from 'node:net';
 

@@ -208,3 +208,37 @@ describe('Kubernetes manifests', { skip: SKIP }, () => {
     });
   });
 });
+
+describe('Kubernetes example: keyless nginx with an agent sidecar', () => {
+  const docs = readDocs(deployPath('kubernetes', 'examples', 'nginx-keyless.yaml'));
+  const deployment = one(docs, 'Deployment');
+  const config = one(docs, 'ConfigMap');
+  const pod = deployment.spec.template.spec;
+  const container = (name: string): Obj => pod.containers.find((c: Obj) => c.name === name);
+  const mountOf = (c: Obj, volume: string): string => c.volumeMounts.find((m: Obj) => m.name === volume)?.mountPath;
+  const flag = (c: Obj, name: string): string | undefined => (c.args as string[]).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+
+  it('every object is valid against the Kubernetes schemas', () => {
+    assert.deepEqual(docs.flatMap((o) => validateKubernetesObject(o)), []);
+  });
+
+  it('nginx, the provider settings and the agent agree on the socket, the module and the uid', () => {
+    const agent = container('agent');
+    const nginx = container('nginx');
+    const socket = flag(agent, 'socket') ?? '';
+    const socketDir = socket.slice(0, socket.lastIndexOf('/'));
+    assert.equal(mountOf(agent, 'agent-socket'), socketDir);
+    assert.equal(mountOf(nginx, 'agent-socket'), socketDir);
+    const cnf = config.data['openssl.cnf'] as string;
+    assert.match(cnf, new RegExp(`agent_socket = ${socket}\\n`));
+    const module = /module = (\S+)/.exec(cnf)?.[1] ?? '';
+    assert.equal(module.slice(0, module.lastIndexOf('/')), mountOf(nginx, 'provider'));
+    assert.equal(nginx.env.find((e: Obj) => e.name === 'OPENSSL_CONF')?.value, nginx.volumeMounts.find((m: Obj) => m.subPath === 'openssl.cnf')?.mountPath);
+    assert.match(config.data['nginx.conf'], /^env OPENSSL_CONF;$/m, 'nginx passes OPENSSL_CONF to its workers');
+    assert.equal(flag(agent, 'allow-uid'), String(nginx.securityContext.runAsUser));
+    // The init container copies the module the image's build produces (client/keyless/native/build).
+    const copy = pod.initContainers[0].command as string[];
+    assert.equal(copy[1], '/app/client/keyless/native/build/hsmgw-provider.so');
+    assert.match(fs.readFileSync(deployPath('docker', 'Dockerfile'), 'utf8'), /^COPY --from=build \/src\/client\/keyless\/native\/build \.\/client\/keyless\/native\/build$/m);
+  });
+});

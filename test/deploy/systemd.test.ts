@@ -91,3 +91,38 @@ describe('systemd unit', () => {
     assert.match(d.get('ExecReload')?.[0] ?? '', /kill -HUP \$MAINPID/);
   });
 });
+
+describe('systemd unit of the agent', () => {
+  const AGENT_UNIT = deployPath('systemd', 'hsm-gateway-agent.service');
+
+  it('systemd-analyze verify reports nothing; the exposure is 2.5 or better', { skip: SKIP }, (t) => {
+    const dir = tempDir('systemd-agent');
+    let text = fs.readFileSync(AGENT_UNIT, 'utf8');
+    if (!fs.existsSync('/usr/bin/node')) text = text.replace(/^ExecStart=\/usr\/bin\/node /m, `ExecStart=${process.execPath} `);
+    const file = path.join(dir, 'hsm-gateway-agent.service');
+    fs.writeFileSync(file, text);
+    const verify = run(analyze as string, ['verify', file]);
+    assert.equal(verify.status, 0, describeRun(verify));
+    assert.deepEqual(verify.stderr.split('\n').filter((l) => l.includes('hsm-gateway-agent.service')), [], describeRun(verify));
+    const security = run(analyze as string, ['security', '--offline=true', '--threshold=25', '--no-pager', file]);
+    fs.rmSync(dir, { recursive: true, force: true });
+    if (/unrecognized option|Unknown option/.test(security.stderr)) return t.skip('no offline security analysis here');
+    const m = /Overall exposure level for hsm-gateway-agent\.service: ([\d.]+)/.exec(security.stdout);
+    assert.ok(m, describeRun(security));
+    t.diagnostic(`exposure ${m[1]}`);
+    assert.ok(Number(m[1]) <= 2.5, `exposure ${m[1]} > 2.5`);
+  });
+
+  it('runs the packaged agent with its socket in the runtime directory and the client key from a credential', () => {
+    const d = directives(fs.readFileSync(AGENT_UNIT, 'utf8').replace(/\\\n\s*/g, ''));
+    const exec = d.get('ExecStart')?.[0] ?? '';
+    const m = /^\/usr\/bin\/node \/opt\/hsm-gateway\/(\S+) agent /.exec(exec);
+    assert.ok(m, `ExecStart: ${exec}`);
+    assert.ok(fs.existsSync(path.join(REPO_ROOT, m[1])), `the package has no ${m[1]}`);
+    assert.match(exec, new RegExp(`--socket /run/${d.get('RuntimeDirectory')?.[0]}/agent\\.sock `));
+    const [credential] = (d.get('LoadCredential')?.[0] ?? '').split(':');
+    assert.match(exec, new RegExp(`--key-file %d/${credential} `));
+    for (const [k, v] of [['NoNewPrivileges', 'yes'], ['ProtectSystem', 'strict'], ['CapabilityBoundingSet', ''], ['KillSignal', 'SIGTERM']]) assert.equal(d.get(k)?.[0], v, `${k}=${v}`);
+    assert.match(d.get('ExecReload')?.[0] ?? '', /kill -HUP \$MAINPID/);
+  });
+});

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only sign|handshake] [-- --profile]`
+ * `npm run bench [-- --quick] [-- --only sign,handshake,nginx] [-- --profile]`
  *
  * Runs the benchmark sections side by side (interleaved rounds, medians and min-max), prints the
  * tables and target verdicts, and writes bench/results/bench-<time>.json and latest.json.
@@ -15,6 +15,7 @@ import { deriveSign, localRsaSignCpuMicros, signTables, signTargets, type SignDe
 import type { KeyKind } from './sign/sign-specs';
 import { runHandshakeBench, handshakeReport, type HandshakeBenchResult } from './handshake/handshake-bench';
 import { profileGateway, type ProfileSummary } from './support/profile-gateway';
+import { runNginxBench, nginxReport, type NginxBenchResult } from './nginx/nginx-bench';
 
 interface Args {
   quick: boolean;
@@ -24,7 +25,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, only: new Set(['sign', 'handshake']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
+  const args: Args = { quick: false, only: new Set(['sign', 'handshake', 'nginx']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') args.quick = true;
@@ -32,7 +33,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--only') args.only = new Set(argv[++i].split(','));
     else if (a === '--out') args.out = path.resolve(argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake] [--profile] [--out DIR]\n');
+      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake,nginx] [--profile] [--out DIR]\n');
       process.exit(0);
     } else {
       process.stderr.write(`bench: unknown argument ${a}\n`);
@@ -49,6 +50,7 @@ export interface BenchReport {
   machine: { nproc: number; cpuModel: string; node: string; openssl: string; kernel: string; loadAverage: number[] };
   sign?: SignBenchResult & { derived: SignDerived[]; localRsaSignCpuMicros: number };
   handshake?: HandshakeBenchResult;
+  nginx?: NginxBenchResult;
   profile?: ProfileSummary;
   targets: Target[];
   durationSeconds: number;
@@ -102,6 +104,15 @@ async function main(): Promise<void> {
       const { text, targets } = handshakeReport(result);
       report.targets.push(...targets);
       sections.push(`## Handshake path\n\n${text}`);
+    }
+
+    if (args.only.has('nginx')) {
+      log('bench: nginx (PEM key, keyless through the agent, libp11 engine)');
+      const result = await runNginxBench({ gateway, workDir, quick: args.quick, log });
+      report.nginx = result;
+      const { text, targets } = nginxReport(result);
+      report.targets.push(...targets);
+      sections.push(`## nginx\n\n${text}`);
     }
 
     if (args.profile) {

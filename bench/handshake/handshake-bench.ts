@@ -12,10 +12,11 @@
  * (every cell once per round); tables show medians with min-max over rounds. Then an RSS soak:
  * the default-mode keyless proxy over many handshakes, first quarter against last.
  */
-import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { GatewayProcess } from '../support/gateway-process';
+import { startSTimeLoad, stopSTimeLoad } from '../support/s-time-load';
 import { CpuWindow, threadCpuMicros } from '../support/proc-stats';
 import { spread, type Spread } from '../support/stats';
 import { fmt, fmtSpread, markdownTable } from '../support/table';
@@ -116,7 +117,7 @@ export function serverLabel(server: ProxyServerKind): string {
   return server === 'pem' ? 'PEM key' : server === 'auto' ? 'keyless, default' : `keyless, ${server}`;
 }
 
-function makePemKeys(dir: string): Record<KeyKind, { keyFile: string; certFile: string }> {
+export function makePemKeys(dir: string): Record<KeyKind, { keyFile: string; certFile: string }> {
   fs.mkdirSync(dir, { recursive: true });
   const out = {} as Record<KeyKind, { keyFile: string; certFile: string }>;
   const specs: Record<KeyKind, string[]> = { 'ecdsa-p256': ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'], 'rsa-2048': ['-newkey', 'rsa:2048'] };
@@ -180,25 +181,12 @@ class ProxyProcess {
   }
 }
 
-/** `openssl s_time -new` processes running full handshakes against one port until stopped. */
-function startLoad(port: number, count: number): ChildProcess[] {
-  return Array.from({ length: count }, () => spawn('openssl', ['s_time', '-connect', `127.0.0.1:${port}`, '-new', '-time', '3600'], { stdio: 'ignore' }));
-}
-
-async function stopLoad(load: ChildProcess[]): Promise<void> {
-  await Promise.all(load.map((p) => new Promise<void>((resolve) => {
-    if (p.exitCode !== null || p.signalCode !== null) return resolve();
-    p.once('exit', () => resolve());
-    p.kill('SIGTERM');
-  })));
-}
-
 function mainThreadMicros(pid: number): number {
   return threadCpuMicros(pid).get(pid) ?? NaN;
 }
 
 async function measure(proxy: ProxyProcess, gateway: GatewayProcess, forwarder: LatencyForwarder, warmupMs: number, windowMs: number): Promise<HandshakeSample> {
-  const load = startLoad(proxy.port, LOAD_PROCESSES);
+  const load = startSTimeLoad(proxy.port, LOAD_PROCESSES);
   try {
     await sleep(warmupMs);
     forwarder.resetObservedDelay();
@@ -223,7 +211,7 @@ async function measure(proxy: ProxyProcess, gateway: GatewayProcess, forwarder: 
       signaturesPerDispatch: w.dispatches > 0 ? w.asyncSignatures / w.dispatches : NaN,
     };
   } finally {
-    await stopLoad(load);
+    await stopSTimeLoad(load);
   }
 }
 
@@ -258,7 +246,7 @@ async function measurePaced(proxy: ProxyProcess, warmupMs: number, windowMs: num
  * the JIT and the allocator reach their steady state first), RSS sampled as it goes.
  */
 async function rssSoak(proxy: ProxyProcess, key: KeyKind, warmup: number, handshakes: number, log: (line: string) => void): Promise<RssSoak> {
-  const load = startLoad(proxy.port, LOAD_PROCESSES);
+  const load = startSTimeLoad(proxy.port, LOAD_PROCESSES);
   const points: RssSoak['points'] = [];
   try {
     for (const begin = (await proxy.rss()).handshakes; (await proxy.rss()).handshakes - begin < warmup;) await sleep(500);
@@ -272,7 +260,7 @@ async function rssSoak(proxy: ProxyProcess, key: KeyKind, warmup: number, handsh
       if (points.length % 20 === 0) log(`  rss soak: ${last} handshakes, RSS ${(now.rssBytes / 2 ** 20).toFixed(1)} MB`);
     }
   } finally {
-    await stopLoad(load);
+    await stopSTimeLoad(load);
   }
   const total = points[points.length - 1]?.handshakes ?? 0;
   const meanMb = (from: number, to: number): number => {

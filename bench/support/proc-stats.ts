@@ -40,6 +40,12 @@ export function memory(pid: number): { rss: number; peakRss: number } {
   return { rss: kb('VmRSS'), peakRss: kb('VmHWM') };
 }
 
+/** Voluntary context switches of a process's main thread so far (it slept waiting for something). */
+export function voluntaryContextSwitches(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
+}
+
 /** A CPU reading of a set of processes, to diff against a later one. */
 export class CpuWindow {
   private readonly start: number[];

@@ -85,3 +85,34 @@ test('npm run bench -- --quick --only handshake measures every server, mode and 
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('npm run bench -- --quick --only nginx measures nginx with a PEM key, a keyless key and libp11, with no failed handshake', { timeout: 120_000 }, () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-smoke-'));
+  try {
+    const env = { ...process.env };
+    if (env.HSMGW_TEST_STATE_DIR) env.HSMGW_BENCH_STATE_DIR = env.HSMGW_TEST_STATE_DIR;
+    const run = spawnSync(process.execPath, [RUN, '--quick', '--only', 'nginx', '--out', out], { env, encoding: 'utf8', timeout: 110_000 });
+    assert.equal(run.status, 0, `bench failed:\n${run.stderr}`);
+    assert.match(run.stdout, /## nginx/);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
+    // CI installs nginx, libssl-dev and libengine-pkcs11-openssl: a skipped section is a failure here.
+    assert.equal(report.nginx.skipped, undefined, report.nginx.skipped);
+    const cells = report.nginx.cells as Array<{ key: string; variant: string; failures: number; samples: Array<Record<string, number>> }>;
+    for (const key of ['ecdsa-p256', 'rsa-2048']) {
+      for (const variant of ['pem', 'keyless', 'libp11']) {
+        const cell = cells.find((c) => c.key === key && c.variant === variant);
+        assert.ok(cell, `${key} ${variant}`);
+        assert.equal(cell.failures, 0, `${key} ${variant}: failed handshakes`);
+        for (const s of cell.samples) {
+          assert.ok(s.handshakesPerSec > 0, `${key} ${variant}: no handshakes`);
+          assert.ok(s.nginxCpuMicros > 0, `${key} ${variant}: no nginx CPU`);
+          // The keyless worker waits for the agent about once per handshake; a PEM key never waits.
+          if (variant === 'keyless') assert.ok(s.agentCpuMicros > 0 && s.nginxSleepsPerHandshake > 0.5, `${key} keyless: the agent did not sign`);
+        }
+      }
+    }
+    assert.equal(report.targets.filter((t: { name: string }) => t.name.startsWith('nginx CPU')).length, 4);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});

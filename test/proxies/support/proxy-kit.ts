@@ -8,10 +8,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 
-import type { GatewayProcess } from '../../support/gateway-process';
-import { REPO_ROOT } from '../../support/test-environment';
+import { PROVIDER_MODULE, providerOpensslConf } from '../../../client/agent/provider-config';
+import { REPO_ROOT, type TestEnvironment } from '../../support/test-environment';
 
-export const PROVIDER = path.join(REPO_ROOT, 'client', 'keyless', 'native', 'build', 'hsmgw-provider.so');
+/** What the kit needs of a gateway (the test's and the bench's gateway processes both fit). */
+export interface GatewayEndpoint {
+  env: TestEnvironment;
+  endpoint: string;
+}
+
+export const PROVIDER = PROVIDER_MODULE;
 const CLI = path.join(REPO_ROOT, 'bin', 'hsm-gateway.js');
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -44,7 +50,7 @@ export interface KeylessFiles {
 }
 
 /** `hsm-gateway keyless-pem --key NAME --out DIR` against the gateway; the files are made world-readable for the workers. */
-export async function keylessPem(gateway: GatewayProcess, name: string, dir: string): Promise<KeylessFiles> {
+export async function keylessPem(gateway: GatewayEndpoint, name: string, dir: string): Promise<KeylessFiles> {
   const pki = gateway.env.pki;
   const r = await run(process.execPath, [CLI, 'keyless-pem', '--key', name, '--out', dir, '--endpoint', gateway.endpoint,
     '--ca', pki.ca, '--cert', pki.clients.dev.cert, '--key-file', pki.clients.dev.key]);
@@ -57,14 +63,7 @@ export async function keylessPem(gateway: GatewayProcess, name: string, dir: str
 /** openssl.cnf activating the default provider and the keyless provider, talking to `socket`. */
 export function writeOpensslConf(dir: string, socket: string, timeoutMs = 2000): string {
   const file = path.join(dir, 'openssl.cnf');
-  fs.writeFileSync(file, [
-    'openssl_conf = openssl_init',
-    '[openssl_init]', 'providers = provider_sect',
-    '[provider_sect]', 'default = default_sect', 'hsmgw = hsmgw_sect',
-    '[default_sect]', 'activate = 1',
-    '[hsmgw_sect]', `module = ${PROVIDER}`, 'activate = 1', `agent_socket = ${socket}`, `sign_timeout_ms = ${timeoutMs}`,
-    '',
-  ].join('\n'));
+  fs.writeFileSync(file, providerOpensslConf({ agentSocket: socket, signTimeoutMs: timeoutMs }));
   return file;
 }
 
@@ -77,7 +76,7 @@ export interface AgentProcess {
 }
 
 /** `hsm-gateway agent` on a socket in `dir`, its group nogroup, admitting `allowUids`. */
-export async function startAgent(dir: string, endpoints: string[], gateway: GatewayProcess, options: { allowUids?: string; metricsPort: number; socketName?: string }): Promise<AgentProcess> {
+export async function startAgent(dir: string, endpoints: string[], gateway: GatewayEndpoint, options: { allowUids?: string; metricsPort: number; socketName?: string }): Promise<AgentProcess> {
   const socket = path.join(dir, options.socketName ?? 'agent.sock');
   const pki = gateway.env.pki;
   const args = [CLI, 'agent', '--socket', socket, '--socket-group', 'nogroup', '--allow-uid', options.allowUids ?? 'nobody,root',
@@ -151,8 +150,15 @@ export interface NginxSite {
   files: KeylessFiles;
 }
 
+export interface NginxOptions {
+  /** Extra main-context directives (e.g. `user root root;`, `env SOFTHSM2_CONF;`). */
+  mainDirectives?: string[];
+  /** A plain-HTTP stub_status server on this port (`/status`), for counting accepted connections. */
+  statusPort?: number;
+}
+
 /** nginx in the foreground with its prefix in `dir`, 2 workers, one HTTPS server per site. */
-export async function startNginx(dir: string, opensslConf: string, sites: NginxSite[]): Promise<ServerProcess & { prefix: string; conf: string }> {
+export async function startNginx(dir: string, opensslConf: string, sites: NginxSite[], options: NginxOptions = {}): Promise<ServerProcess & { prefix: string; conf: string }> {
   const prefix = path.join(dir, 'nginx');
   fs.mkdirSync(path.join(prefix, 'logs'), { recursive: true });
   fs.mkdirSync(path.join(prefix, 'tmp'), { recursive: true });
@@ -166,17 +172,20 @@ export async function startNginx(dir: string, opensslConf: string, sites: NginxS
       ssl_certificate_key ${s.files.key};
       location / { return 200 "keyless nginx ${s.serverName}\\n"; }
     }`).join('\n');
+  const status = options.statusPort === undefined ? '' : `server { listen 127.0.0.1:${options.statusPort}; location = /status { stub_status; } }`;
   const conf = path.join(prefix, 'nginx.conf');
   fs.writeFileSync(conf, `worker_processes 2;
 daemon off;
 error_log ${prefix}/logs/error.log info;
 pid ${prefix}/nginx.pid;
 env OPENSSL_CONF;
+${(options.mainDirectives ?? []).join('\n')}
 events { worker_connections 512; }
 http {
   access_log off;
   ${temp}
   ${servers}
+  ${status}
 }
 `);
   const server = await startServer('nginx', ['-p', prefix, '-c', conf], opensslConf, () => listening(sites[0].port));

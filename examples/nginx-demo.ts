@@ -3,8 +3,8 @@
  * (HSMGW_NGINX_LISTEN) with the token's dev-ec (or dev-rsa) certificate and a keyless key: the
  * standalone provider asks `hsm-gateway agent` for each handshake signature and the agent asks the
  * gateway. Starts the gateway on the embedded default when none answers, installs nginx with
- * apt-get when it is missing and the demo runs as root. Everything lives in
- * $HSMGW_STATE_DIR/nginx-demo; Ctrl-C stops nginx, the agent and the gateway it started.
+ * apt-get when it is missing and the demo runs as root. nginx's prefix and all its files live in
+ * $HSMGW_STATE_DIR/nginx (the agent's socket in a temporary directory others may traverse); Ctrl-C stops nginx, the agent and the gateway it started.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { PROVIDER_MODULE, providerOpensslConf } from '../client/agent/provider-config';
 import { defaultStateDir } from '../server/bootstrap/embedded-default';
+import { DEFAULT_HTTP_LISTEN } from '../server/config/load-config';
 import { CLI, ensureDemoGateway, type DemoGateway } from './support/demo-gateway';
 
 const NGINX_LISTEN = process.env.HSMGW_NGINX_LISTEN ?? '127.0.0.1:8445';
@@ -106,8 +107,8 @@ async function main(): Promise<void> {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
-    const dir = path.join(defaultStateDir(), 'nginx-demo');
-    const prefix = path.join(dir, 'nginx');
+    const dir = path.join(defaultStateDir(), 'nginx');
+    const prefix = dir;
     fs.mkdirSync(path.join(prefix, 'tmp'), { recursive: true });
     runCli(['keyless-pem', '--key', keyName, '--out', dir, ...cliArgs(gateway)]);
     const files = { crt: path.join(dir, `${keyName}.crt`), key: path.join(dir, `${keyName}.key`) };
@@ -128,7 +129,7 @@ async function main(): Promise<void> {
     const [host, port] = [NGINX_LISTEN.slice(0, NGINX_LISTEN.lastIndexOf(':')), NGINX_LISTEN.slice(NGINX_LISTEN.lastIndexOf(':') + 1)];
     log(`nginx on https://${host}:${port}/ with the token's ${keyName} certificate; its key stays in the HSM`);
     log(`try:  curl --cacert ${files.crt} --resolve localhost:${port}:${host} https://localhost:${port}/`);
-    log(`agent metrics: http://${AGENT_METRICS}/metrics; config files in ${dir}`);
+    log(`metrics: the gateway's on http://${process.env.HSMGW_METRICS_LISTEN || DEFAULT_HTTP_LISTEN}/metrics, the agent's on http://${AGENT_METRICS}/metrics; nginx's files in ${dir}`);
     log('Ctrl-C stops nginx, the agent and the gateway if the demo started it.');
   } catch (err) {
     stop();

@@ -17,6 +17,8 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
+const { generateNativeAlgorithms } = require('./generate-native-algorithms');
+
 const root = path.resolve(__dirname, '..');
 const nativeDir = path.join(root, 'client', 'keyless', 'native');
 
@@ -52,8 +54,8 @@ function build(nodeBinary, nodeGyp) {
   const nodedir = nodeDirFor(nodeBinary);
   const stage = path.join(nativeDir, 'build', `node-${major}`);
   fs.mkdirSync(stage, { recursive: true });
-  // gyp resolves sources relative to the .gyp file: point them back at ../../src.
-  const gyp = fs.readFileSync(path.join(nativeDir, 'binding.gyp'), 'utf8').replace(/"src\//g, '"../../src/');
+  // gyp resolves paths relative to the .gyp file: point them back at ../../src and ../../build.
+  const gyp = fs.readFileSync(path.join(nativeDir, 'binding.gyp'), 'utf8').replace(/"(src|build)\//g, '"../../$1/');
   fs.writeFileSync(path.join(stage, 'binding.gyp'), gyp);
   console.log(`keyless addon: building for node ${major} (nodedir ${nodedir})`);
   execFileSync(process.execPath, [nodeGyp, 'rebuild', `--directory=${stage}`, `--nodedir=${nodedir}`, '--jobs=max', '--loglevel=warn'], {
@@ -66,6 +68,7 @@ function build(nodeBinary, nodeGyp) {
 }
 
 function main(argv) {
+  generateNativeAlgorithms();
   const targets = [process.execPath];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--all') {

@@ -9,6 +9,8 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
+const { generateNativeAlgorithms } = require('./generate-native-algorithms');
+
 const root = path.resolve(__dirname, '..');
 const nativeDir = path.join(root, 'client', 'keyless', 'native');
 const src = path.join(nativeDir, 'src');
@@ -23,12 +25,13 @@ function main(argv) {
     console.log(message);
     return;
   }
+  const generated = path.dirname(generateNativeAlgorithms());
   const sources = ['core', 'standalone'].flatMap((dir) => fs.readdirSync(path.join(src, dir)).filter((f) => f.endsWith('.cc')).map((f) => path.join(src, dir, f)));
   fs.mkdirSync(path.dirname(output), { recursive: true });
   execFileSync('g++', [
     '-std=gnu++17', '-O2', '-g', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wextra', '-Wno-unused-parameter', '-Werror',
     '-DOPENSSL_API_COMPAT=30000', '-DOPENSSL_NO_DEPRECATED',
-    `-I${path.join(src, 'core')}`, `-I${path.join(src, 'standalone')}`,
+    `-I${path.join(src, 'core')}`, `-I${path.join(src, 'standalone')}`, `-I${generated}`,
     ...sources, '-o', output, '-lcrypto',
   ], { stdio: 'inherit' });
   console.log(`keyless provider: ${path.relative(root, output)}`);

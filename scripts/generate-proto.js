@@ -30,3 +30,6 @@ execFileSync(protoc, [
   `-I${protoDir}`,
   path.join(protoDir, 'hsmgateway', 'v1', 'signer.proto'),
 ], { stdio: 'inherit' });
+
+// The native code's copy of the SignatureAlgorithm numbers comes from the same proto.
+require('./generate-native-algorithms').generateNativeAlgorithms();

@@ -5,7 +5,8 @@
 # Built by scripts/build-addon.js, which copies this file into an ABI-specific staging
 # directory and rewrites the source paths. The standalone provider for nginx and HAProxy
 # (src/standalone, same core) is built by scripts/build-provider.js against the system's
-# OpenSSL.
+# OpenSSL. build/generated holds the SignatureAlgorithm numbers generated from the proto
+# (scripts/generate-native-algorithms.js).
 {
   "targets": [
     {
@@ -20,7 +21,7 @@
         "src/node/remote_signer.cc",
         "src/node/self_check.cc"
       ],
-      "include_dirs": ["src/core", "src/node"],
+      "include_dirs": ["src/core", "src/node", "build/generated"],
       "defines": ["NAPI_VERSION=8", "OPENSSL_API_COMPAT=30000", "OPENSSL_NO_DEPRECATED"],
       "cflags_cc": ["-std=gnu++17", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc!": ["-fno-exceptions"],

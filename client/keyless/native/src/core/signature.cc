@@ -13,20 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "algorithms.h"
 #include "keyless_key.h"
 #include "provider.h"
 #include "remote_signature.h"
 
 namespace keyless {
 namespace {
-
-// SignatureAlgorithm values of proto/hsmgateway/v1/signer.proto.
-enum Algorithm : int {
-  kRsaPkcs1Sha256 = 1, kRsaPkcs1Sha384 = 2, kRsaPkcs1Sha512 = 3,
-  kRsaPssSha256 = 4, kRsaPssSha384 = 5, kRsaPssSha512 = 6,
-  kEcdsaSha256 = 7, kEcdsaSha384 = 8, kEcdsaSha512 = 9,
-  kEd25519 = 10,
-};
 
 struct SigCtx {
   KeylessKey* key = nullptr;
@@ -75,7 +68,7 @@ int MdNid(const std::string& name) {
 bool SetDigest(SigCtx* ctx, const char* name) {
   EVP_MD* md = EVP_MD_fetch(LibCtx(), name, nullptr);
   const int nid = md != nullptr ? EVP_MD_get_type(md) : NID_undef;
-  if (nid != NID_sha256 && nid != NID_sha384 && nid != NID_sha512) {
+  if (HashByNid(nid) == nullptr) {
     EVP_MD_free(md);
     RaiseError(kUnsupportedSignature, "keyless: digest %s is not supported (SHA-256/384/512 only)", name);
     return false;
@@ -176,9 +169,13 @@ int MapAlgorithm(const SigCtx* ctx, size_t digest_len, std::string* why) {
     *why = "input length does not match the digest";
     return 0;
   }
-  const int index = nid == NID_sha256 ? 0 : nid == NID_sha384 ? 1 : 2;
-  if (ctx->key->type == KeyType::kEc) return kEcdsaSha256 + index;
-  if (ctx->pad == RSA_PKCS1_PADDING) return kRsaPkcs1Sha256 + index;
+  const HashAlgorithms* hash = HashByNid(nid);
+  if (hash == nullptr) {
+    *why = "the digest must be SHA-256, SHA-384 or SHA-512";
+    return 0;
+  }
+  if (ctx->key->type == KeyType::kEc) return hash->ecdsa;
+  if (ctx->pad == RSA_PKCS1_PADDING) return hash->rsa_pkcs1;
   if (ctx->pad != RSA_PKCS1_PSS_PADDING) {
     *why = "RSA padding must be PKCS#1 v1.5 or PSS (no raw RSA)";
     return 0;
@@ -191,7 +188,7 @@ int MapAlgorithm(const SigCtx* ctx, size_t digest_len, std::string* why) {
     *why = "PSS salt length must equal the digest length";
     return 0;
   }
-  return kRsaPssSha256 + index;
+  return hash->rsa_pss;
 }
 
 // Asks the remote signer for `algorithm` over `input` (a digest, or the message for

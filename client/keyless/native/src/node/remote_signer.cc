@@ -6,6 +6,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "algorithms.h"
 #include "nonblocking.h"
 #include "provider.h"
 
@@ -280,13 +281,12 @@ void SignLocally(uint64_t request_id) {
     auto bridge = S().bridges.find(request->bridge_id);
     if (bridge != S().bridges.end()) key = bridge->second.local_key;
   }
-  static const char* const kDigests[] = {"SHA256", "SHA384", "SHA512"};
   const int algorithm = request->job.algorithm;
   std::vector<unsigned char> signature;
   bool ok = false;
-  if (key != nullptr && algorithm >= 7 && algorithm <= 9) {
+  if (key != nullptr && IsEcdsa(algorithm)) {
     EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_pkey(LibCtx(), key.get(), kNotThisProvider);
-    EVP_MD* md = EVP_MD_fetch(LibCtx(), kDigests[algorithm - 7], kNotThisProvider);
+    EVP_MD* md = EVP_MD_fetch(LibCtx(), HashOf(algorithm)->digest, kNotThisProvider);
     size_t len = static_cast<size_t>(EVP_PKEY_get_size(key.get()));
     signature.resize(len);
     ok = ctx != nullptr && md != nullptr && EVP_PKEY_sign_init(ctx) == 1 &&

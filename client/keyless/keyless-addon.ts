@@ -2,22 +2,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/** Outcome codes reported by the addon (remote_signer.h `Outcome`). */
-export const SIGN_OUTCOMES = [
-  'ok',
-  'timeout',
-  'signer_error',
-  'worker_dead',
-  'no_signer',
-  'signer_thread',
-  'unsupported',
-  'bad_signature',
-  'cancelled',
-] as const;
-export type SignOutcome = (typeof SIGN_OUTCOMES)[number];
-
-/** One signature attempt, as recorded by the addon. `seconds < 0`: no round trip. */
-export type SignSample = [keyName: string, outcome: number, seconds: number];
+/**
+ * One signature attempt, as recorded by the addon: its outcome is 'ok' or the reason label of
+ * hsmgw_keyless_sign_failures_total (native provider.h, HSMGW_KEYLESS_REASONS). `seconds < 0`:
+ * no round trip.
+ */
+export type SignSample = [keyName: string, outcome: string, seconds: number];
 
 export type SignCallback = (requestId: number, keyName: string, algorithm: number, digest: Buffer) => void;
 
@@ -61,24 +51,12 @@ export interface KeylessAddon {
   peerCredentials(fd: number): { pid: number; uid: number; gid: number };
 }
 
-/** Process-wide counters of the non-blocking mode (native nonblocking.cc). */
-export interface NonBlockingStats {
-  tracked: number;
-  armed: number;
-  asyncConnections: number;
-  notKeyless: number;
-  paused: number;
-  resumed: number;
-  pausedNow: number;
-  cancelled: number;
-  orphaned: number;
-  asyncSigns: number;
-  blockingSigns: number;
-  deferredEvents: number;
-  timeouts: number;
-  /** Batches of queued signatures handed to the main-thread signers (one per loop turn at most). */
-  dispatches: number;
-}
+/**
+ * Process-wide counters of the non-blocking mode, by name. The names and their meaning are
+ * listed once, in native nonblocking.h (HSMGW_NONBLOCKING_COUNTERS); a name not listed there
+ * reads as undefined.
+ */
+export type NonBlockingStats = Readonly<Record<string, number>>;
 
 const ADDON_FUNCTIONS = [
   'createBridge', 'destroyBridge', 'attachWorker', 'detachWorker', 'completeSign', 'workerAttached', 'drainSamples',

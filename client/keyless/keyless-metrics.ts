@@ -4,7 +4,7 @@
 // scrape and every few seconds.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-import { SIGN_OUTCOMES, type NonBlockingStats, type SignSample } from './keyless-addon';
+import type { NonBlockingStats, SignSample } from './keyless-addon';
 
 /** Where the non-blocking mode's counters come from (native stats, JS refusals). */
 export interface NonBlockingSources {
@@ -137,12 +137,11 @@ export class KeylessMetrics {
   /** Moves the addon's samples into the metrics. Safe to call at any time. */
   collectSamples(): void {
     for (const [key, outcome, seconds] of this.drain()) {
-      const reason = SIGN_OUTCOMES[outcome] ?? 'unknown';
       if (seconds >= 0) {
         this.remoteSigns.inc({ key });
-        this.signDuration.observe({ key, result: reason === 'ok' ? 'ok' : 'error' }, seconds);
+        this.signDuration.observe({ key, result: outcome === 'ok' ? 'ok' : 'error' }, seconds);
       }
-      if (reason !== 'ok') this.failures.inc({ key, reason });
+      if (outcome !== 'ok') this.failures.inc({ key, reason: outcome });
     }
   }
 }

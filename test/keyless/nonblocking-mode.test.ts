@@ -101,6 +101,15 @@ describe('keyless non-blocking mode', () => {
     return tls.createSecureContext({ ...credentials(bridge, key), ...extra });
   }
 
+  test('nonBlockingStats() reports, as numbers, every counter the metrics, the self-check and the bench read', () => {
+    const current = stats();
+    // The names are declared once, natively (HSMGW_NONBLOCKING_COUNTERS); these are the readers'.
+    for (const name of ['paused', 'resumed', 'cancelled', 'pausedNow', 'asyncSigns', 'blockingSigns', 'dispatches', 'deferredEvents', 'armed', 'asyncConnections', 'notKeyless', 'timeouts']) {
+      assert.equal(typeof current[name], 'number', name);
+    }
+    assert.equal(Object.keys(current).length, 14);
+  });
+
   test("the self-check passed: the default mode ('auto') is non-blocking, mode 'blocking' is blocking", () => {
     assert.equal(nonBlocking.nonBlocking, true);
     assert.equal(nonBlocking.mode, 'non-blocking');

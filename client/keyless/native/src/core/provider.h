@@ -25,21 +25,42 @@ inline constexpr char kBridgeIdParam[] = "hsmgw-keyless-bridge-id";
 // PEM label of a keyless key reference.
 inline constexpr char kPemLabel[] = "HSM GATEWAY KEYLESS KEY";
 
-// Reason codes of the provider's error library (strings in provider.cc).
+// Every way a keyless key operation fails, listed once: the reason code of the provider's
+// OpenSSL error library, its reason string (Node shows it as `err.reason`, and as `err.code`
+// ERR_SSL_KEYLESS_...), and for a failed sign attempt the `reason` label of
+// hsmgw_keyless_sign_failures_total ("" when it is not a sign attempt's outcome).
+//   X(name, code, reason string, sign outcome label)
+#define HSMGW_KEYLESS_REASONS(X)                                                              \
+  X(kSignTimedOut, 100, "keyless sign timed out", "timeout")                                 \
+  X(kSignerFailed, 101, "keyless remote signer failed", "signer_error")                      \
+  X(kNoSigner, 102, "keyless signer unavailable", "no_signer")                               \
+  X(kWorkerNotRunning, 103, "keyless signer worker not running", "worker_dead")              \
+  X(kSignOnSignerThread, 104, "keyless sign on signer thread", "signer_thread")              \
+  X(kUnsupportedSignature, 105, "keyless unsupported signature", "unsupported")              \
+  X(kBadSignatureLength, 106, "keyless bad signature length", "bad_signature")               \
+  X(kDecryptUnsupported, 107, "keyless key cannot decrypt", "")                              \
+  X(kNoRemoteKey, 108, "keyless key has no remote signer", "")                               \
+  X(kBadKeyPem, 109, "keyless invalid key pem", "")                                          \
+  X(kSignCancelled, 110, "keyless sign cancelled", "cancelled")                              \
+  X(kNonBlockingOnly, 111, "keyless self check key", "")
+
+// A reason code; kOk (0) is a sign attempt that succeeded.
 enum Reason : int {
-  kSignTimedOut = 100,
-  kSignerFailed,
-  kNoSigner,
-  kWorkerNotRunning,
-  kSignOnSignerThread,
-  kUnsupportedSignature,
-  kBadSignatureLength,
-  kDecryptUnsupported,
-  kNoRemoteKey,
-  kBadKeyPem,
-  kSignCancelled,
-  kNonBlockingOnly,
+  kOk = 0,
+#define HSMGW_REASON_ENUM(name, code, text, label) name = code,
+  HSMGW_KEYLESS_REASONS(HSMGW_REASON_ENUM)
+#undef HSMGW_REASON_ENUM
 };
+
+// The metric label of a sign attempt's outcome: "ok", a label of the list, or "unknown".
+inline const char* SignOutcomeLabel(int outcome) {
+  if (outcome == kOk) return "ok";
+#define HSMGW_REASON_LABEL(name, code, text, label) \
+  if (outcome == name && (label)[0] != '\0') return label;
+  HSMGW_KEYLESS_REASONS(HSMGW_REASON_LABEL)
+#undef HSMGW_REASON_LABEL
+  return "unknown";
+}
 
 // Pushes an error on the calling thread's OpenSSL error queue. `fmt` becomes the
 // error's data text ("keyless: sign timed out after 2000 ms ..."). Use RaiseError().

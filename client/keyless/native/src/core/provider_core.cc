@@ -22,18 +22,9 @@ OSSL_FUNC_core_get_params_fn* g_get_params = nullptr;
 // Reason strings. They read well both as Node's `err.reason` and, transformed,
 // as `err.code` (ERR_SSL_KEYLESS_SIGN_TIMED_OUT ...).
 const OSSL_ITEM kReasonStrings[] = {
-    {kSignTimedOut, const_cast<char*>("keyless sign timed out")},
-    {kSignerFailed, const_cast<char*>("keyless remote signer failed")},
-    {kNoSigner, const_cast<char*>("keyless signer unavailable")},
-    {kWorkerNotRunning, const_cast<char*>("keyless signer worker not running")},
-    {kSignOnSignerThread, const_cast<char*>("keyless sign on signer thread")},
-    {kUnsupportedSignature, const_cast<char*>("keyless unsupported signature")},
-    {kBadSignatureLength, const_cast<char*>("keyless bad signature length")},
-    {kDecryptUnsupported, const_cast<char*>("keyless key cannot decrypt")},
-    {kNoRemoteKey, const_cast<char*>("keyless key has no remote signer")},
-    {kBadKeyPem, const_cast<char*>("keyless invalid key pem")},
-    {kSignCancelled, const_cast<char*>("keyless sign cancelled")},
-    {kNonBlockingOnly, const_cast<char*>("keyless self check key")},
+#define HSMGW_REASON_ITEM(name, code, text, label) {name, const_cast<char*>(text)},
+    HSMGW_KEYLESS_REASONS(HSMGW_REASON_ITEM)
+#undef HSMGW_REASON_ITEM
     {0, nullptr},
 };
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "keyless_key.h"
+#include "provider.h"
 
 namespace keyless {
 
@@ -16,10 +17,9 @@ namespace keyless {
 bool RemoteSignature(const KeylessKey& key, int algorithm, const unsigned char* input, size_t input_len,
                      std::vector<unsigned char>* signature);
 
-// The core refused a signature request (parameters it cannot map) or the answer it got
-// (wrong size): for the front end's metrics.
-enum class Refusal { kUnsupported, kBadSignature };
-void RecordRefusal(const KeylessKey& key, Refusal refusal);
+// The core refused a signature request (kUnsupportedSignature: parameters it cannot map) or
+// the answer it got (kBadSignatureLength): for the front end's metrics.
+void RecordRefusal(const KeylessKey& key, Reason reason);
 
 }  // namespace keyless
 

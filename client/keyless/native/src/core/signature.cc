@@ -205,7 +205,7 @@ int RemoteSignature(SigCtx* ctx, int algorithm, unsigned char* sig, size_t* sigl
   // RSA and Ed25519 signatures have one size; ECDSA's is DER, at most `max`.
   const bool well_formed = type == KeyType::kEc ? !out.empty() && out.size() <= max && out[0] == 0x30 : out.size() == max;
   if (!well_formed || out.size() > sigsize) {
-    RecordRefusal(*ctx->key, Refusal::kBadSignature);
+    RecordRefusal(*ctx->key, kBadSignatureLength);
     RaiseError(kBadSignatureLength, "keyless: signer returned %zu bytes for key '%s' (expected %s%zu)",
                out.size(), ctx->key->key_name.c_str(),
                type == KeyType::kEc ? "a DER ECDSA signature of at most " : "", max);
@@ -226,7 +226,7 @@ int SignDigest(SigCtx* ctx, unsigned char* sig, size_t* siglen, size_t sigsize,
   std::string why;
   const int algorithm = MapAlgorithm(ctx, digest_len, &why);
   if (algorithm == 0) {
-    RecordRefusal(*ctx->key, Refusal::kUnsupported);
+    RecordRefusal(*ctx->key, kUnsupportedSignature);
     RaiseError(kUnsupportedSignature, "keyless: %s (key '%s')", why.c_str(), ctx->key->key_name.c_str());
     return 0;
   }

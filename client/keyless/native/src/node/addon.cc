@@ -217,7 +217,7 @@ napi_value WorkerAttachedJs(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// drainSamples(): Array<[keyName: string, outcome: number, seconds: number]>
+// drainSamples(): Array<[keyName: string, outcome: string (its metric label), seconds: number]>
 napi_value DrainSamplesJs(napi_env env, napi_callback_info) {
   std::vector<Sample> samples;
   DrainSamples(&samples);
@@ -227,7 +227,7 @@ napi_value DrainSamplesJs(napi_env env, napi_callback_info) {
     napi_value row, key, outcome, seconds;
     CHECK_NAPI(env, napi_create_array_with_length(env, 3, &row));
     CHECK_NAPI(env, napi_create_string_utf8(env, samples[i].key_name.data(), samples[i].key_name.size(), &key));
-    CHECK_NAPI(env, napi_create_int32(env, samples[i].outcome, &outcome));
+    CHECK_NAPI(env, napi_create_string_utf8(env, SignOutcomeLabel(samples[i].outcome), NAPI_AUTO_LENGTH, &outcome));
     CHECK_NAPI(env, napi_create_double(env, samples[i].seconds, &seconds));
     CHECK_NAPI(env, napi_set_element(env, row, 0, key));
     CHECK_NAPI(env, napi_set_element(env, row, 1, outcome));
@@ -313,15 +313,13 @@ napi_value TakeSignRequestsJs(napi_env env, napi_callback_info) {
   return batch;
 }
 
-// nonBlockingStats(): Record<string, number>
+// nonBlockingStats(): Record<string, number>, one entry per HSMGW_NONBLOCKING_COUNTERS
 napi_value NonBlockingStatsJs(napi_env env, napi_callback_info) {
   const NonBlockingStats stats = GetNonBlockingStats();
   const std::pair<const char*, uint64_t> fields[] = {
-      {"tracked", stats.tracked}, {"armed", stats.armed}, {"asyncConnections", stats.async_connections},
-      {"notKeyless", stats.not_keyless}, {"paused", stats.paused}, {"resumed", stats.resumed},
-      {"pausedNow", stats.paused_now}, {"cancelled", stats.cancelled}, {"orphaned", stats.orphaned},
-      {"asyncSigns", stats.async_signs}, {"blockingSigns", stats.blocking_signs},
-      {"deferredEvents", stats.deferred_events}, {"timeouts", stats.timeouts}, {"dispatches", stats.dispatches},
+#define HSMGW_STATS_PAIR(field, name) {name, stats.field},
+      HSMGW_NONBLOCKING_COUNTERS(HSMGW_STATS_PAIR)
+#undef HSMGW_STATS_PAIR
   };
   napi_value result;
   CHECK_NAPI(env, napi_create_object(env, &result));

@@ -26,9 +26,7 @@ bool RemoteSignature(const KeylessKey& key, int algorithm, const unsigned char* 
   return RemoteSign(key.bridge_id, key.key_name, algorithm, input, input_len, signature);
 }
 
-void RecordRefusal(const KeylessKey& key, Refusal refusal) {
-  RecordFailure(key.key_name, refusal == Refusal::kUnsupported ? kUnsupported : kBadSignature);
-}
+void RecordRefusal(const KeylessKey& key, Reason reason) { RecordFailure(key.key_name, reason); }
 
 bool RegisterProvider(std::string* error) {
   static std::once_flag once;

@@ -71,9 +71,9 @@ bool g_flush_posted = false;     // main thread: a kFlush event is on its way
 bool g_js_takes_batch = false;   // main thread: JavaScript takes the outbox itself (HoldDispatch)
 
 struct Counters {
-  std::atomic<uint64_t> tracked{0}, armed{0}, async_connections{0}, not_keyless{0}, paused{0},
-      resumed{0}, paused_now{0}, cancelled{0}, orphaned{0}, async_signs{0}, blocking_signs{0},
-      deferred_events{0}, timeouts{0}, dispatches{0};
+#define HSMGW_COUNTER_FIELD(field, name) std::atomic<uint64_t> field{0};
+  HSMGW_NONBLOCKING_COUNTERS(HSMGW_COUNTER_FIELD)
+#undef HSMGW_COUNTER_FIELD
 };
 Counters g_stats;
 
@@ -547,11 +547,11 @@ void PostLocalSign(uint64_t request_id) { Post(EventKind::kLocalSign, request_id
 void CountBlockingSign() { g_stats.blocking_signs++; }
 
 NonBlockingStats GetNonBlockingStats() {
-  return NonBlockingStats{g_stats.tracked.load(), g_stats.armed.load(), g_stats.async_connections.load(),
-                          g_stats.not_keyless.load(), g_stats.paused.load(), g_stats.resumed.load(),
-                          g_stats.paused_now.load(), g_stats.cancelled.load(), g_stats.orphaned.load(),
-                          g_stats.async_signs.load(), g_stats.blocking_signs.load(),
-                          g_stats.deferred_events.load(), g_stats.timeouts.load(), g_stats.dispatches.load()};
+  NonBlockingStats stats;
+#define HSMGW_STATS_LOAD(field, name) stats.field = g_stats.field.load();
+  HSMGW_NONBLOCKING_COUNTERS(HSMGW_STATS_LOAD)
+#undef HSMGW_STATS_LOAD
+  return stats;
 }
 
 }  // namespace keyless

@@ -61,9 +61,27 @@ bool TakeSignRequests(napi_env env, napi_value* batch);
 void PostResume(uint64_t conn_id);
 void PostLocalSign(uint64_t request_id);
 
+// The mode's counters, listed once: X(field, its name in nonBlockingStats()).
+#define HSMGW_NONBLOCKING_COUNTERS(X)                                                          \
+  X(tracked, "tracked")                   /* TLSWrap handles paired with their SSL */          \
+  X(armed, "armed")                       /* connections switched to async mode */            \
+  X(async_connections, "asyncConnections") /* armed connections whose key is non-blocking */  \
+  X(not_keyless, "notKeyless")            /* armed connections with another key */            \
+  X(paused, "paused")                     /* handshake jobs paused on a signature */          \
+  X(resumed, "resumed")                   /* paused jobs resumed with an outcome */           \
+  X(paused_now, "pausedNow")              /* a gauge: jobs paused right now */                \
+  X(cancelled, "cancelled")               /* paused jobs unwound (connection destroyed) */    \
+  X(orphaned, "orphaned")                 /* connections freed while paused */                \
+  X(async_signs, "asyncSigns")            /* signatures that paused their handshake */        \
+  X(blocking_signs, "blockingSigns")      /* non-blocking keys' signatures that blocked */    \
+  X(deferred_events, "deferredEvents")    /* main-loop events deferred to the next turn */    \
+  X(timeouts, "timeouts")                 /* signatures that hit their deadline */            \
+  X(dispatches, "dispatches")             /* batches handed to the main-thread signers */
+
 struct NonBlockingStats {
-  uint64_t tracked, armed, async_connections, not_keyless, paused, resumed, paused_now, cancelled,
-      orphaned, async_signs, blocking_signs, deferred_events, timeouts, dispatches;
+#define HSMGW_STATS_FIELD(field, name) uint64_t field;
+  HSMGW_NONBLOCKING_COUNTERS(HSMGW_STATS_FIELD)
+#undef HSMGW_STATS_FIELD
 };
 NonBlockingStats GetNonBlockingStats();
 // A signature with a key of a non-blocking bridge that could not pause.

@@ -21,7 +21,7 @@ struct Request {
   std::mutex mutex;
   std::condition_variable done_cv;
   bool done = false;
-  Outcome outcome = kOk;
+  Reason outcome = kOk;
   std::vector<unsigned char> signature;
   std::string error;
   std::chrono::steady_clock::time_point start;
@@ -62,13 +62,13 @@ State& S() {
 // for itself, so it fails at once.
 thread_local bool t_signer_thread = false;
 
-void AddSampleLocked(const std::string& key_name, Outcome outcome, double seconds) {
+void AddSampleLocked(const std::string& key_name, Reason outcome, double seconds) {
   if (S().samples.size() < kMaxSamples) S().samples.push_back({key_name, outcome, seconds});
 }
 
 // Settles a request once. A non-blocking one's connection is posted to the main
 // loop, or returned when `post_resume` is false (the caller resumes it). 0: none.
-uint64_t Finish(const std::shared_ptr<Request>& request, Outcome outcome,
+uint64_t Finish(const std::shared_ptr<Request>& request, Reason outcome,
                 std::vector<unsigned char> signature, const std::string& error, bool post_resume = true) {
   {
     std::lock_guard<std::mutex> lock(request->mutex);
@@ -88,7 +88,7 @@ uint64_t Finish(const std::shared_ptr<Request>& request, Outcome outcome,
 // Removes and fails the pending requests of a bridge (only those handed to `tsfn`
 // when it is not null). Caller holds S().mutex.
 void FailPendingLocked(const std::string& bridge_id, napi_threadsafe_function tsfn,
-                       Outcome outcome, const char* error) {
+                       Reason outcome, const char* error) {
   for (auto it = S().pending.begin(); it != S().pending.end();) {
     if (it->second->bridge_id == bridge_id && (tsfn == nullptr || it->second->tsfn == tsfn)) {
       Finish(it->second, outcome, {}, error);
@@ -112,21 +112,21 @@ std::shared_ptr<Request> Submit(const std::string& bridge_id, const std::string&
   request->start = Clock::now();
   std::lock_guard<std::mutex> lock(S().mutex);
   auto bridge = S().bridges.find(bridge_id);
-  Outcome refused = kOk;
+  Reason refused = kOk;
   if (t_signer_thread) {
-    refused = kSignerThread;
+    refused = kSignOnSignerThread;
     RaiseError(kSignOnSignerThread, "keyless: sign for key '%s' requested on a signer worker "
                "thread; refused because it would wait for itself", key_name.c_str());
   } else if (bridge == S().bridges.end()) {
-    refused = kNoBridge;
+    refused = kNoSigner;
     RaiseError(kNoSigner, "keyless: no signer for key '%s': its bridge is closed or was never "
                "started in this process", key_name.c_str());
   } else if (bridge->second.local_key != nullptr && conn_id == 0) {
-    refused = kUnsupported;
+    refused = kUnsupportedSignature;
     RaiseError(kNonBlockingOnly, "keyless: self-check key '%s' signs only in non-blocking mode",
                key_name.c_str());
   } else if (conn_id == 0 && bridge->second.tsfn == nullptr && bridge->second.local_key == nullptr) {
-    refused = kWorkerDead;
+    refused = kWorkerNotRunning;
     RaiseError(kWorkerNotRunning, "keyless: signer worker for key '%s' is not running",
                key_name.c_str());
   }
@@ -153,7 +153,7 @@ std::shared_ptr<Request> Submit(const std::string& bridge_id, const std::string&
       uint64_t* data = new uint64_t(request->id);
       if (napi_call_threadsafe_function(bridge->second.tsfn, data, napi_tsfn_nonblocking) != napi_ok) {
         delete data;
-        refused = kWorkerDead;
+        refused = kWorkerNotRunning;
         RaiseError(kWorkerNotRunning, "keyless: signer worker for key '%s' is shutting down",
                    key_name.c_str());
       } else {
@@ -172,7 +172,7 @@ std::shared_ptr<Request> Submit(const std::string& bridge_id, const std::string&
 bool Conclude(Request* request, std::vector<unsigned char>* signature) {
   const std::string& key_name = request->job.key_name;
   const double seconds = std::chrono::duration<double>(Clock::now() - request->start).count();
-  Outcome outcome;
+  Reason outcome;
   {
     std::lock_guard<std::mutex> lock(request->mutex);
     outcome = request->outcome;
@@ -185,18 +185,18 @@ bool Conclude(Request* request, std::vector<unsigned char>* signature) {
     case kOk:
       *signature = std::move(request->signature);
       return true;
-    case kTimeout:
+    case kSignTimedOut:
       RaiseError(kSignTimedOut, "keyless: sign timed out after %d ms (key '%s')", request->timeout_ms,
                  key_name.c_str());
       return false;
-    case kWorkerDead:
+    case kWorkerNotRunning:
       RaiseError(kWorkerNotRunning, "keyless: signer worker stopped while signing with key '%s'",
                  key_name.c_str());
       return false;
-    case kNoBridge:
+    case kNoSigner:
       RaiseError(kNoSigner, "keyless: bridge closed while signing with key '%s'", key_name.c_str());
       return false;
-    case kCancelled:
+    case kSignCancelled:
       RaiseError(kSignCancelled, "keyless: connection closed while signing with key '%s'",
                  key_name.c_str());
       return false;
@@ -209,7 +209,7 @@ bool Conclude(Request* request, std::vector<unsigned char>* signature) {
 
 // Removes a request from the pending table and finishes it with `outcome` unless
 // an answer came first.
-void Drop(const std::shared_ptr<Request>& request, Outcome outcome) {
+void Drop(const std::shared_ptr<Request>& request, Reason outcome) {
   {
     std::lock_guard<std::mutex> state_lock(S().mutex);
     S().pending.erase(request->id);  // a late answer finds nothing and is dropped
@@ -233,7 +233,7 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
     answered = request->done_cv.wait_for(lock, std::chrono::milliseconds(request->timeout_ms),
                                          [&] { return request->done; });
   }
-  if (!answered) Drop(request, kTimeout);
+  if (!answered) Drop(request, kSignTimedOut);
   return Conclude(request.get(), signature);
 }
 
@@ -251,7 +251,7 @@ bool SignDone(const SignHandle& handle) {
   return handle->done;
 }
 
-void AbandonSign(const SignHandle& handle) { Drop(handle, kCancelled); }
+void AbandonSign(const SignHandle& handle) { Drop(handle, kSignCancelled); }
 
 bool ConcludeNonBlocking(const SignHandle& handle, std::vector<unsigned char>* signature) {
   return Conclude(handle.get(), signature);
@@ -266,7 +266,7 @@ bool ExpireRequest(uint64_t request_id) {
     request = it->second;
     S().pending.erase(it);
   }
-  Finish(request, kTimeout, {}, "");
+  Finish(request, kSignTimedOut, {}, "");
   return true;
 }
 
@@ -299,7 +299,7 @@ void SignLocally(uint64_t request_id) {
   CompleteRequest(request_id, ok, std::move(signature), "self-check key cannot make this signature", false);
 }
 
-void RecordFailure(const std::string& key_name, Outcome outcome) {
+void RecordFailure(const std::string& key_name, Reason outcome) {
   std::lock_guard<std::mutex> lock(S().mutex);
   AddSampleLocked(key_name, outcome, -1);
 }
@@ -327,7 +327,7 @@ bool BridgeIsNonBlocking(const std::string& bridge_id) {
 void DestroyBridge(const std::string& bridge_id) {
   std::lock_guard<std::mutex> lock(S().mutex);
   S().bridges.erase(bridge_id);
-  FailPendingLocked(bridge_id, nullptr, kNoBridge, "bridge closed");
+  FailPendingLocked(bridge_id, nullptr, kNoSigner, "bridge closed");
 }
 
 bool WorkerAttached(const std::string& bridge_id) {
@@ -356,7 +356,7 @@ void WorkerGone(const std::string& bridge_id, napi_threadsafe_function tsfn) {
   std::lock_guard<std::mutex> lock(S().mutex);
   auto bridge = S().bridges.find(bridge_id);
   if (bridge != S().bridges.end() && bridge->second.tsfn == tsfn) bridge->second.tsfn = nullptr;
-  FailPendingLocked(bridge_id, tsfn, kWorkerDead, "signer worker stopped");
+  FailPendingLocked(bridge_id, tsfn, kWorkerNotRunning, "signer worker stopped");
 }
 
 bool PeekRequest(uint64_t request_id, SignJob* job) {
@@ -386,7 +386,7 @@ uint64_t CompleteRequest(uint64_t request_id, bool ok, std::vector<unsigned char
     request = it->second;
     S().pending.erase(it);
   }
-  return Finish(request, ok ? kOk : kSignerError, std::move(signature), error, !resume_here);
+  return Finish(request, ok ? kOk : kSignerFailed, std::move(signature), error, !resume_here);
 }
 
 void DrainSamples(std::vector<Sample>* out) {

@@ -11,20 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "provider.h"
+
 namespace keyless {
 
-// Outcome of one sign attempt; numbers are shared with keyless-addon.ts.
-enum Outcome : int {
-  kOk = 0,
-  kTimeout = 1,
-  kSignerError = 2,
-  kWorkerDead = 3,
-  kNoBridge = 4,
-  kSignerThread = 5,
-  kUnsupported = 6,
-  kBadSignature = 7,
-  kCancelled = 8,  // non-blocking: the connection went away while the job was paused
-};
+// The outcome of one sign attempt is a Reason (provider.h): kOk, or why it failed; its
+// metric label comes from the same list (SignOutcomeLabel).
 
 // Signs `digest` with the remote key; on failure raises an OpenSSL error and
 // returns false. Never blocks longer than the bridge's timeout.
@@ -32,7 +24,7 @@ bool RemoteSign(const std::string& bridge_id, const std::string& key_name, int a
                 const unsigned char* digest, size_t digest_len, std::vector<unsigned char>* signature);
 
 // Records a failure detected before or after the round trip (for metrics).
-void RecordFailure(const std::string& key_name, Outcome outcome);
+void RecordFailure(const std::string& key_name, Reason outcome);
 
 // ---- non-blocking signing (nonblocking.cc drives these on the main thread) ----
 // A signature in flight whose completion resumes its connection (ResumeNow or
@@ -94,7 +86,7 @@ uint64_t CompleteRequest(uint64_t request_id, bool ok, std::vector<unsigned char
 
 struct Sample {
   std::string key_name;
-  int outcome;
+  Reason outcome;
   double seconds;  // time the signing thread waited; negative: no round trip
 };
 void DrainSamples(std::vector<Sample>* out);

@@ -51,7 +51,7 @@ bool RemoteSignature(const KeylessKey& key, int algorithm, const unsigned char* 
 }
 
 // The agent counts what it signs and refuses; nothing to record in the server process.
-void RecordRefusal(const KeylessKey&, Refusal) {}
+void RecordRefusal(const KeylessKey&, Reason) {}
 
 }  // namespace keyless
 

@@ -2,6 +2,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { KEYLESS_PEM_LABEL } from './keyless-key-pem';
+
 /**
  * One signature attempt, as recorded by the addon: its outcome is 'ok' or the reason label of
  * hsmgw_keyless_sign_failures_total (native provider.h, HSMGW_KEYLESS_REASONS). `seconds < 0`:
@@ -12,8 +14,8 @@ export type SignSample = [keyName: string, outcome: string, seconds: number];
 export type SignCallback = (requestId: number, keyName: string, algorithm: number, digest: Buffer) => void;
 
 export interface KeylessAddon {
+  /** The PEM label the native decoder accepts (provider.h kPemLabel). */
   readonly pemLabel: string;
-  readonly providerName: string;
   createBridge(bridgeId: string, timeoutMs: number, nonBlocking?: boolean): void;
   destroyBridge(bridgeId: string): void;
   /** Worker thread only: creates the threadsafe function that receives sign requests. */
@@ -95,6 +97,10 @@ export function loadKeylessAddon(): KeylessAddon {
   const exports = module.exports;
   for (const name of ADDON_FUNCTIONS) {
     if (typeof exports[name] !== 'function') throw new Error(`keyless: ${file} does not export ${name}()`);
+  }
+  // A stale or foreign build would decode no PEM this code writes: refuse it here, by name.
+  if (exports['pemLabel'] !== KEYLESS_PEM_LABEL) {
+    throw new Error(`keyless: ${file} decodes "${String(exports['pemLabel'])}" PEMs, this client writes "${KEYLESS_PEM_LABEL}": rebuild the addon (npm run build:addon)`);
   }
   loaded = exports as unknown as KeylessAddon;
   return loaded;

@@ -8,6 +8,10 @@
 //  - blocking path (mode 'blocking', client connections, guarded connections): the
 //    addon hands the digest to the bridge's worker thread and the TLS thread waits
 //    (at most signTimeoutMs) for the answer.
+// Resumed sessions need no signature. TLS 1.2 static-RSA cipher suites cannot work (no
+// decryption) and fail with a readable error. On Node <= 22, do not read
+// `asymmetricKeyDetails` of a KeyObject made from a keyless PEM (Node asserts on provider-only
+// EC keys). Applications reach all this through GatewayClient (client/index.ts).
 import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';

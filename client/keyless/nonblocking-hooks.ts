@@ -105,12 +105,8 @@ export class TlsHooks {
     private readonly signers: MainThreadSigners,
   ) {}
 
-  get installed(): boolean {
-    return this.patched.length > 0;
-  }
-
   install(): void {
-    if (this.installed) return;
+    if (this.patched.length > 0) return;
     const proto = wrapHandlePrototype() as Record<string, unknown>;
     const original = proto._wrapHandle;
     if (typeof original !== 'function') throw new Error('keyless: tls.TLSSocket.prototype._wrapHandle is missing');

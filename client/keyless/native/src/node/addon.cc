@@ -401,11 +401,10 @@ napi_value Init(napi_env env, napi_value exports) {
       {"peerCredentials", nullptr, PeerCredentialsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods));
-  napi_value label, provider;
+  // Checked by keyless-addon.ts against the label the TypeScript side writes.
+  napi_value label;
   CHECK_NAPI(env, napi_create_string_utf8(env, kPemLabel, NAPI_AUTO_LENGTH, &label));
-  CHECK_NAPI(env, napi_create_string_utf8(env, kProviderName, NAPI_AUTO_LENGTH, &provider));
   CHECK_NAPI(env, napi_set_named_property(env, exports, "pemLabel", label));
-  CHECK_NAPI(env, napi_set_named_property(env, exports, "providerName", provider));
   return exports;
 }
 

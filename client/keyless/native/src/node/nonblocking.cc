@@ -46,36 +46,46 @@ struct Conn {
   SignHandle sign;  // while a signature is in flight
 };
 
-// Main-thread state.
-int g_ssl_index = -1;
-int g_ctx_index = -1;
-std::thread::id g_main_thread;
-std::unordered_map<uint64_t, Conn*> g_conns;
-std::unordered_map<const SSL*, Conn*> g_armed;
-uint64_t g_next_conn = 1;
-uv_timer_t* g_timer = nullptr;
-std::multimap<Clock::time_point, uint64_t> g_deadlines;  // request ids
-
 // Wrap pairing (the thread that calls BeginWrap: the main thread).
 thread_local bool t_wrapping = false;
 thread_local SSL* t_new_ssl = nullptr;
 thread_local int t_new_count = 0;
-
-// The main loop's function; any thread posts to it.
-std::mutex g_post_mutex;
-napi_threadsafe_function g_main = nullptr;
-// JavaScript callbacks, called from the main thread (references held for the process).
-napi_ref g_resume_ref = nullptr;
-napi_ref g_dispatch_ref = nullptr;
-bool g_flush_posted = false;     // main thread: a kFlush event is on its way
-bool g_js_takes_batch = false;   // main thread: JavaScript takes the outbox itself (HoldDispatch)
 
 struct Counters {
 #define HSMGW_COUNTER_FIELD(field, name) std::atomic<uint64_t> field{0};
   HSMGW_NONBLOCKING_COUNTERS(HSMGW_COUNTER_FIELD)
 #undef HSMGW_COUNTER_FIELD
 };
-Counters g_stats;
+
+// Everything the mode keeps, in one object. Process-wide, like the OpenSSL callbacks that
+// reach it (ex_data free, async and info callbacks carry no napi_env, and SSL_free may run at
+// exit after every environment is gone), so it is never freed; the main environment's handles
+// in it (the threadsafe function, the references, the timer) are released by its cleanup hook.
+struct NonBlockingState {
+  // Main thread.
+  int ssl_index = -1;
+  int ctx_index = -1;
+  std::thread::id main_thread;
+  std::unordered_map<uint64_t, Conn*> conns;
+  std::unordered_map<const SSL*, Conn*> armed;
+  uint64_t next_conn = 1;
+  uv_timer_t* timer = nullptr;
+  std::multimap<Clock::time_point, uint64_t> deadlines;  // request ids
+  napi_ref resume_ref = nullptr;    // JavaScript callbacks, called from the main thread
+  napi_ref dispatch_ref = nullptr;
+  bool flush_posted = false;        // a kFlush event is on its way
+  bool js_takes_batch = false;      // JavaScript takes the outbox itself (HoldDispatch)
+  // The main loop's function; any thread posts to it, under post_mutex.
+  std::mutex post_mutex;
+  napi_threadsafe_function main = nullptr;
+  // Any thread.
+  Counters stats;
+};
+
+NonBlockingState& NB() {
+  static NonBlockingState* state = new NonBlockingState();
+  return *state;
+}
 
 enum class EventKind { kResume, kReplay, kLocalSign, kFlush };
 struct MainEvent {
@@ -84,24 +94,24 @@ struct MainEvent {
 };
 
 void Post(EventKind kind, uint64_t id) {
-  std::lock_guard<std::mutex> lock(g_post_mutex);
-  if (g_main == nullptr) return;
+  std::lock_guard<std::mutex> lock(NB().post_mutex);
+  if (NB().main == nullptr) return;
   auto* event = new MainEvent{kind, id};
-  if (napi_call_threadsafe_function(g_main, event, napi_tsfn_nonblocking) != napi_ok) delete event;
+  if (napi_call_threadsafe_function(NB().main, event, napi_tsfn_nonblocking) != napi_ok) delete event;
 }
 
 Conn* ConnOf(const SSL* ssl) {
-  return g_ssl_index < 0 ? nullptr : static_cast<Conn*>(SSL_get_ex_data(ssl, g_ssl_index));
+  return NB().ssl_index < 0 ? nullptr : static_cast<Conn*>(SSL_get_ex_data(ssl, NB().ssl_index));
 }
 
 Conn* Find(uint64_t id) {
-  auto it = g_conns.find(id);
-  return it == g_conns.end() ? nullptr : it->second;
+  auto it = NB().conns.find(id);
+  return it == NB().conns.end() ? nullptr : it->second;
 }
 
 // The armed connection whose ASYNC job is running on this thread, if any.
 Conn* CurrentConn() {
-  if (std::this_thread::get_id() != g_main_thread) return nullptr;
+  if (std::this_thread::get_id() != NB().main_thread) return nullptr;
   ASYNC_JOB* job = ASYNC_get_current_job();
   if (job == nullptr) return nullptr;
   ASYNC_WAIT_CTX* wait_ctx = ASYNC_get_wait_ctx(job);
@@ -111,8 +121,8 @@ Conn* CurrentConn() {
   if (wait_ctx == nullptr || ASYNC_WAIT_CTX_get_callback(wait_ctx, &callback, &arg) != 1 || arg == nullptr) {
     return nullptr;
   }
-  auto it = g_armed.find(static_cast<const SSL*>(arg));
-  return it == g_armed.end() ? nullptr : it->second;
+  auto it = NB().armed.find(static_cast<const SSL*>(arg));
+  return it == NB().armed.end() ? nullptr : it->second;
 }
 
 // Only while the job runs: clearing it while the job is paused would orphan it.
@@ -135,7 +145,7 @@ void PostReplay(Conn* conn) {
 }
 
 void Defer(Conn* conn, Deferred event) {
-  g_stats.deferred_events++;
+  NB().stats.deferred_events++;
   conn->deferred.push_back(std::move(event));
   PostReplay(conn);
 }
@@ -159,7 +169,7 @@ void FlushDeferred(uint64_t id) {
 // Node's key log callback runs JavaScript: inside a job, queue the line instead.
 void KeylogTrampoline(const SSL* ssl, const char* line) {
   SSL_CTX* ctx = SSL_get_SSL_CTX(ssl);
-  auto original = reinterpret_cast<SSL_CTX_keylog_cb_func>(SSL_CTX_get_ex_data(ctx, g_ctx_index));
+  auto original = reinterpret_cast<SSL_CTX_keylog_cb_func>(SSL_CTX_get_ex_data(ctx, NB().ctx_index));
   if (original == nullptr) return;
   if (ASYNC_get_current_job() == nullptr) {
     original(ssl, line);
@@ -175,7 +185,7 @@ void GuardKeylog(SSL_CTX* ctx) {
   if (ctx == nullptr) return;
   SSL_CTX_keylog_cb_func current = SSL_CTX_get_keylog_callback(ctx);
   if (current == nullptr || current == KeylogTrampoline) return;
-  SSL_CTX_set_ex_data(ctx, g_ctx_index, reinterpret_cast<void*>(current));
+  SSL_CTX_set_ex_data(ctx, NB().ctx_index, reinterpret_cast<void*>(current));
   SSL_CTX_set_keylog_callback(ctx, KeylogTrampoline);
 }
 
@@ -192,9 +202,9 @@ void ConnInfoCallback(const SSL* ssl, int where, int ret) {
       GuardKeylog(SSL_get_SSL_CTX(ssl));
       conn->async = KeyIsNonBlocking(SSL_get_privatekey(ssl));
       if (conn->async) {
-        g_stats.async_connections++;
+        NB().stats.async_connections++;
       } else {
-        g_stats.not_keyless++;
+        NB().stats.not_keyless++;
         LeaveAsyncMode(conn);
       }
     }
@@ -227,9 +237,9 @@ void SslFree(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
   if (conn == nullptr) return;
   // A job still paused here cannot be unwound safely (it would run inside
   // SSL_free); it is left alone. destroySSL normally cancels it first.
-  if (conn->paused) g_stats.orphaned++;
-  g_conns.erase(conn->id);
-  g_armed.erase(conn->ssl);
+  if (conn->paused) NB().stats.orphaned++;
+  NB().conns.erase(conn->id);
+  NB().armed.erase(conn->ssl);
   delete conn;
 }
 
@@ -240,30 +250,30 @@ void ArmTimer();
 void OnTimer(uv_timer_t*) {
   const Clock::time_point now = Clock::now();
   std::vector<uint64_t> expired;
-  while (!g_deadlines.empty() && g_deadlines.begin()->first <= now) {
-    expired.push_back(g_deadlines.begin()->second);
-    g_deadlines.erase(g_deadlines.begin());
+  while (!NB().deadlines.empty() && NB().deadlines.begin()->first <= now) {
+    expired.push_back(NB().deadlines.begin()->second);
+    NB().deadlines.erase(NB().deadlines.begin());
   }
   for (uint64_t request_id : expired) {
-    if (ExpireRequest(request_id)) g_stats.timeouts++;
+    if (ExpireRequest(request_id)) NB().stats.timeouts++;
   }
   ArmTimer();
 }
 
 void ArmTimer() {
-  if (g_timer == nullptr) return;
-  if (g_deadlines.empty()) {
-    uv_timer_stop(g_timer);
+  if (NB().timer == nullptr) return;
+  if (NB().deadlines.empty()) {
+    uv_timer_stop(NB().timer);
     return;
   }
-  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(g_deadlines.begin()->first - Clock::now());
-  uv_timer_start(g_timer, OnTimer, wait.count() > 0 ? static_cast<uint64_t>(wait.count()) : 0, 0);
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(NB().deadlines.begin()->first - Clock::now());
+  uv_timer_start(NB().timer, OnTimer, wait.count() > 0 ? static_cast<uint64_t>(wait.count()) : 0, 0);
 }
 
 void AddDeadline(uint64_t request_id, int timeout_ms) {
   const Clock::time_point at = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  const bool earliest = g_deadlines.empty() || at < g_deadlines.begin()->first;
-  g_deadlines.emplace(at, request_id);
+  const bool earliest = NB().deadlines.empty() || at < NB().deadlines.begin()->first;
+  NB().deadlines.emplace(at, request_id);
   if (earliest) ArmTimer();
 }
 
@@ -295,12 +305,12 @@ void Resume(napi_env env, napi_value resume, uint64_t id) {
 // ([bridgeId, requestId, keyName, algorithm, digest] repeated); an empty array when
 // there is none. False (requests left to time out) if the batch cannot be built.
 bool TakeBatch(napi_env env, napi_value* batch) {
-  g_flush_posted = false;
-  g_js_takes_batch = false;
+  NB().flush_posted = false;
+  NB().js_takes_batch = false;
   std::vector<OutboxItem> items;
   TakeOutbox(&items);
   if (napi_create_array_with_length(env, items.size() * 5, batch) != napi_ok) return false;
-  if (!items.empty()) g_stats.dispatches++;
+  if (!items.empty()) NB().stats.dispatches++;
   uint32_t at = 0;
   for (const OutboxItem& item : items) {
     napi_value fields[5];
@@ -322,11 +332,11 @@ bool TakeBatch(napi_env env, napi_value* batch) {
 // The main loop's flush, for requests queued where JavaScript does not take them
 // itself (see HoldDispatch): hands them to dispatch() in one call.
 void Flush(napi_env env) {
-  if (!g_flush_posted) return;  // taken by JavaScript meanwhile
+  if (!NB().flush_posted) return;  // taken by JavaScript meanwhile
   napi_value dispatch, batch, undefined;
   uint32_t length = 0;
   if (!TakeBatch(env, &batch) || napi_get_array_length(env, batch, &length) != napi_ok || length == 0 ||
-      napi_get_reference_value(env, g_dispatch_ref, &dispatch) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok ||
+      napi_get_reference_value(env, NB().dispatch_ref, &dispatch) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok ||
       napi_call_function(env, undefined, dispatch, 1, &batch, nullptr) != napi_ok) {
     bool pending = false;
     napi_value exception;
@@ -362,32 +372,32 @@ void MainCallJs(napi_env env, napi_value resume, void*, void* data) {
 
 void Cleanup(void*) {
   {
-    std::lock_guard<std::mutex> lock(g_post_mutex);
-    if (g_main != nullptr) napi_release_threadsafe_function(g_main, napi_tsfn_abort);
-    g_main = nullptr;
+    std::lock_guard<std::mutex> lock(NB().post_mutex);
+    if (NB().main != nullptr) napi_release_threadsafe_function(NB().main, napi_tsfn_abort);
+    NB().main = nullptr;
   }
-  if (g_timer != nullptr) {
-    uv_timer_stop(g_timer);
-    uv_close(reinterpret_cast<uv_handle_t*>(g_timer), [](uv_handle_t* handle) {
+  if (NB().timer != nullptr) {
+    uv_timer_stop(NB().timer);
+    uv_close(reinterpret_cast<uv_handle_t*>(NB().timer), [](uv_handle_t* handle) {
       delete reinterpret_cast<uv_timer_t*>(handle);
     });
-    g_timer = nullptr;
+    NB().timer = nullptr;
   }
 }
 
 }  // namespace
 
 bool EnableNonBlocking(napi_env env, napi_value resume, napi_value dispatch, std::string* error) {
-  if (g_main != nullptr) return true;
+  if (NB().main != nullptr) return true;
   if (ASYNC_is_capable() != 1) {
     *error = "this OpenSSL build cannot run ASYNC jobs";
     return false;
   }
-  if (g_ssl_index < 0) {
-    g_ssl_index = SSL_get_ex_new_index(0, nullptr, SslNew, nullptr, SslFree);
-    g_ctx_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  if (NB().ssl_index < 0) {
+    NB().ssl_index = SSL_get_ex_new_index(0, nullptr, SslNew, nullptr, SslFree);
+    NB().ctx_index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   }
-  if (g_ssl_index < 0 || g_ctx_index < 0) {
+  if (NB().ssl_index < 0 || NB().ctx_index < 0) {
     *error = "cannot allocate OpenSSL ex_data indexes";
     return false;
   }
@@ -404,20 +414,20 @@ bool EnableNonBlocking(napi_env env, napi_value resume, napi_value dispatch, std
     *error = "cannot create the resume function";
     return false;
   }
-  if (napi_create_reference(env, resume, 1, &g_resume_ref) != napi_ok ||
-      napi_create_reference(env, dispatch, 1, &g_dispatch_ref) != napi_ok) {
+  if (napi_create_reference(env, resume, 1, &NB().resume_ref) != napi_ok ||
+      napi_create_reference(env, dispatch, 1, &NB().dispatch_ref) != napi_ok) {
     napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
     *error = "cannot keep the resume and dispatch functions";
     return false;
   }
   napi_unref_threadsafe_function(env, tsfn);  // paused handshakes alone do not keep the process alive
-  g_timer = new uv_timer_t;
-  uv_timer_init(loop, g_timer);
-  uv_unref(reinterpret_cast<uv_handle_t*>(g_timer));
-  g_main_thread = std::this_thread::get_id();
+  NB().timer = new uv_timer_t;
+  uv_timer_init(loop, NB().timer);
+  uv_unref(reinterpret_cast<uv_handle_t*>(NB().timer));
+  NB().main_thread = std::this_thread::get_id();
   {
-    std::lock_guard<std::mutex> lock(g_post_mutex);
-    g_main = tsfn;
+    std::lock_guard<std::mutex> lock(NB().post_mutex);
+    NB().main = tsfn;
   }
   napi_add_env_cleanup_hook(env, Cleanup, nullptr);
   return true;
@@ -433,26 +443,26 @@ uint64_t EndWrap() {
   t_wrapping = false;
   SSL* ssl = t_new_ssl;
   t_new_ssl = nullptr;
-  if (g_main == nullptr || t_new_count != 1 || ssl == nullptr || SSL_is_server(ssl) != 1 || ConnOf(ssl) != nullptr) {
+  if (NB().main == nullptr || t_new_count != 1 || ssl == nullptr || SSL_is_server(ssl) != 1 || ConnOf(ssl) != nullptr) {
     return 0;
   }
   Conn* conn = new Conn();
-  conn->id = g_next_conn++;
+  conn->id = NB().next_conn++;
   conn->ssl = ssl;
-  if (SSL_set_ex_data(ssl, g_ssl_index, conn) != 1) {
+  if (SSL_set_ex_data(ssl, NB().ssl_index, conn) != 1) {
     delete conn;
     return 0;
   }
-  g_conns.emplace(conn->id, conn);
-  g_stats.tracked++;
+  NB().conns.emplace(conn->id, conn);
+  NB().stats.tracked++;
   return conn->id;
 }
 
 void Untrack(uint64_t conn_id) {
   Conn* conn = Find(conn_id);
   if (conn == nullptr || conn->armed) return;
-  SSL_set_ex_data(conn->ssl, g_ssl_index, nullptr);
-  g_conns.erase(conn_id);
+  SSL_set_ex_data(conn->ssl, NB().ssl_index, nullptr);
+  NB().conns.erase(conn_id);
   delete conn;
 }
 
@@ -466,8 +476,8 @@ bool Arm(uint64_t conn_id) {
   GuardKeylog(SSL_get_SSL_CTX(ssl));
   SSL_set_mode(ssl, SSL_MODE_ASYNC);
   conn->armed = true;
-  g_armed.emplace(ssl, conn);
-  g_stats.armed++;
+  NB().armed.emplace(ssl, conn);
+  NB().stats.armed++;
   return true;
 }
 
@@ -477,7 +487,7 @@ void Release(uint64_t conn_id) {
   conn->cancelled = true;
   conn->deferred.clear();
   if (!conn->paused) return;
-  g_stats.cancelled++;
+  NB().stats.cancelled++;
   // Resume the job while the SSL is alive: the signature op sees `cancelled` and
   // fails, the handshake fails, the job finishes. Its errors stay here.
   ERR_set_mark();
@@ -497,7 +507,7 @@ bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* 
     LeaveAsyncMode(conn);
     return false;
   }
-  g_stats.async_signs++;
+  NB().stats.async_signs++;
   AddDeadline(SignRequestId(sign), timeout_ms);
   conn->sign = sign;
   bool paused = false;
@@ -506,8 +516,8 @@ bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* 
   while (!SignDone(sign) && !conn->cancelled) {
     if (!paused) {
       paused = true;
-      g_stats.paused++;
-      g_stats.paused_now++;
+      NB().stats.paused++;
+      NB().stats.paused_now++;
     }
     conn->paused = true;
     const int resumed = ASYNC_pause_job();
@@ -515,8 +525,8 @@ bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* 
     if (resumed != 1) break;
   }
   if (paused) {
-    g_stats.paused_now--;
-    if (!conn->cancelled) g_stats.resumed++;  // cancelled ones are counted by Release()
+    NB().stats.paused_now--;
+    if (!conn->cancelled) NB().stats.resumed++;  // cancelled ones are counted by Release()
   }
   conn->sign = nullptr;
   LeaveAsyncMode(conn);
@@ -524,31 +534,31 @@ bool NonBlockingSign(const KeylessKey& key, int algorithm, const unsigned char* 
   return ConcludeNonBlocking(sign, signature);
 }
 
-bool IsMainThread() { return g_main != nullptr && std::this_thread::get_id() == g_main_thread; }
+bool IsMainThread() { return NB().main != nullptr && std::this_thread::get_id() == NB().main_thread; }
 
 void ResumeNow(napi_env env, uint64_t conn_id) {
   napi_value resume;
-  if (napi_get_reference_value(env, g_resume_ref, &resume) == napi_ok) Resume(env, resume, conn_id);
+  if (napi_get_reference_value(env, NB().resume_ref, &resume) == napi_ok) Resume(env, resume, conn_id);
 }
 
 void ScheduleFlush() {
-  if (g_flush_posted || g_js_takes_batch) return;
-  g_flush_posted = true;
+  if (NB().flush_posted || NB().js_takes_batch) return;
+  NB().flush_posted = true;
   Post(EventKind::kFlush, 0);
 }
 
-void HoldDispatch() { g_js_takes_batch = true; }
+void HoldDispatch() { NB().js_takes_batch = true; }
 
 bool TakeSignRequests(napi_env env, napi_value* batch) { return TakeBatch(env, batch); }
 
 void PostResume(uint64_t conn_id) { Post(EventKind::kResume, conn_id); }
 void PostLocalSign(uint64_t request_id) { Post(EventKind::kLocalSign, request_id); }
 
-void CountBlockingSign() { g_stats.blocking_signs++; }
+void CountBlockingSign() { NB().stats.blocking_signs++; }
 
 NonBlockingStats GetNonBlockingStats() {
   NonBlockingStats stats;
-#define HSMGW_STATS_LOAD(field, name) stats.field = g_stats.field.load();
+#define HSMGW_STATS_LOAD(field, name) stats.field = NB().stats.field.load();
   HSMGW_NONBLOCKING_COUNTERS(HSMGW_STATS_LOAD)
 #undef HSMGW_STATS_LOAD
   return stats;

@@ -4,18 +4,19 @@ import * as grpc from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { KeylessBridge } from './keyless/keyless-bridge';
 import {
-  KeyType, SignatureAlgorithm, SignerClient, type KeyInfo, type SignResponse,
+  SignatureAlgorithm, SignerClient, type KeyInfo, type SignResponse,
 } from '../proto/generated/hsmgateway/v1/signer';
+import { keyTypeName, type AlgorithmName, type KeyTypeName } from '../common/algorithms';
 import { GatewayClientError } from './gateway-client-error';
 import { SignStreamChannel, type SignCallback } from './sign-stream-channel';
 import { followTlsCredentials, type SecureContextTarget, type TlsCredentialsFollower } from './tls-credentials-follower';
 import { resolveClientOptions, type GatewayClientOptions, type ResolvedClientOptions } from './gateway-client-options';
 
-export type AlgorithmName = Exclude<keyof typeof SignatureAlgorithm, 'UNRECOGNIZED' | 'SIGNATURE_ALGORITHM_UNSPECIFIED'>;
+export type { AlgorithmName };
 
 export interface KeyDescription {
   name: string;
-  type: 'RSA' | 'EC' | 'ED25519' | 'UNSPECIFIED';
+  type: KeyTypeName;
   bits: number;
   /** 'P-256', 'P-384', 'P-521', 'Ed25519', or '' for RSA. */
   curve: string;
@@ -27,9 +28,6 @@ export interface KeyDescription {
   certificateChain: Buffer[];
 }
 
-const KEY_TYPE_NAMES: Record<number, KeyDescription['type']> = {
-  [KeyType.KEY_TYPE_RSA]: 'RSA', [KeyType.KEY_TYPE_EC]: 'EC', [KeyType.KEY_TYPE_ED25519]: 'ED25519',
-};
 
 export function algorithmValue(algorithm: SignatureAlgorithm | AlgorithmName): SignatureAlgorithm {
   if (typeof algorithm === 'number') return algorithm;
@@ -41,7 +39,7 @@ export function algorithmValue(algorithm: SignatureAlgorithm | AlgorithmName): S
 function describeKey(info: KeyInfo): KeyDescription {
   return {
     name: info.name,
-    type: KEY_TYPE_NAMES[info.type] ?? 'UNSPECIFIED',
+    type: keyTypeName(info.type),
     bits: info.bits,
     curve: info.curve,
     publicKey: Buffer.from(info.publicKey),

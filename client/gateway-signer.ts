@@ -2,10 +2,13 @@ import { createHash, createPublicKey, type KeyObject, type webcrypto } from 'nod
 import { status } from '@grpc/grpc-js';
 import type { AlgorithmName, GatewayClient, KeyDescription } from './gateway-client';
 import { GatewayClientError } from './gateway-client-error';
-import { createRemoteCrypto, ecdsaDerToRaw, remoteCryptoKey, WireAlgorithm, type RemoteCryptoKey, type RemoteKeyKind } from './x509/remote-crypto';
+import {
+  algorithmFor, algorithmSpec, curveByName, hashByWebCryptoName, HASHES, KeyType, keyKindOf, keyTypeByName, type AlgorithmSpec, type CurveSpec, type KeyKind, type WebCryptoHash,
+} from '../common/algorithms';
+import { createRemoteCrypto, ecdsaDerToRaw, remoteCryptoKey, type RemoteCryptoKey } from './x509/remote-crypto';
 import type { SubjectAltNames } from './x509/certificates';
 
-export type HashName = 'SHA-256' | 'SHA-384' | 'SHA-512';
+export type HashName = WebCryptoHash;
 
 export interface GatewaySignerOptions {
   /**
@@ -22,36 +25,8 @@ export interface SignOptions {
   dsaEncoding?: 'der' | 'ieee-p1363';
 }
 
-const HASH_INDEX: Record<HashName, number> = { 'SHA-256': 0, 'SHA-384': 1, 'SHA-512': 2 };
-const NODE_HASH = ['sha256', 'sha384', 'sha512'] as const;
-const CURVE_HASH: Record<string, HashName> = { 'P-256': 'SHA-256', 'P-384': 'SHA-384', 'P-521': 'SHA-512' };
-const FIELD_BYTES: Record<string, number> = { 'P-256': 32, 'P-384': 48, 'P-521': 66 };
-const WIRE_NAMES: Record<number, AlgorithmName> = {
-  [WireAlgorithm.RSA_PKCS1_SHA256]: 'RSA_PKCS1_SHA256', [WireAlgorithm.RSA_PKCS1_SHA384]: 'RSA_PKCS1_SHA384', [WireAlgorithm.RSA_PKCS1_SHA512]: 'RSA_PKCS1_SHA512',
-  [WireAlgorithm.RSA_PSS_SHA256]: 'RSA_PSS_SHA256', [WireAlgorithm.RSA_PSS_SHA384]: 'RSA_PSS_SHA384', [WireAlgorithm.RSA_PSS_SHA512]: 'RSA_PSS_SHA512',
-  [WireAlgorithm.ECDSA_SHA256]: 'ECDSA_SHA256', [WireAlgorithm.ECDSA_SHA384]: 'ECDSA_SHA384', [WireAlgorithm.ECDSA_SHA512]: 'ECDSA_SHA512',
-  [WireAlgorithm.ED25519]: 'ED25519',
-};
-const JWS_NAMES: Record<number, string> = {
-  [WireAlgorithm.RSA_PKCS1_SHA256]: 'RS256', [WireAlgorithm.RSA_PKCS1_SHA384]: 'RS384', [WireAlgorithm.RSA_PKCS1_SHA512]: 'RS512',
-  [WireAlgorithm.RSA_PSS_SHA256]: 'PS256', [WireAlgorithm.RSA_PSS_SHA384]: 'PS384', [WireAlgorithm.RSA_PSS_SHA512]: 'PS512',
-  [WireAlgorithm.ECDSA_SHA256]: 'ES256', [WireAlgorithm.ECDSA_SHA384]: 'ES384', [WireAlgorithm.ECDSA_SHA512]: 'ES512',
-  [WireAlgorithm.ED25519]: 'EdDSA',
-};
-
-/** The hash a wire algorithm signs with (node:crypto name), or undefined for Ed25519 (whole message). */
-function nodeHashOf(algorithm: WireAlgorithm): (typeof NODE_HASH)[number] | undefined {
-  return algorithm === WireAlgorithm.ED25519 ? undefined : NODE_HASH[(algorithm - 1) % 3];
-}
-
-function keyKindOf(key: KeyDescription): RemoteKeyKind {
-  if (key.type === 'EC') {
-    if (!(key.curve in FIELD_BYTES)) throw new Error(`key "${key.name}": unsupported curve "${key.curve}"`);
-    return { kind: 'ec', curve: key.curve as 'P-256' | 'P-384' | 'P-521' };
-  }
-  if (key.type === 'RSA') return { kind: 'rsa' };
-  if (key.type === 'ED25519') return { kind: 'ed25519' };
-  throw new Error(`key "${key.name}": unknown key type`);
+function kindOf(key: KeyDescription): KeyKind {
+  return keyKindOf(key.name, keyTypeByName(key.type), key.curve);
 }
 
 type CertificatesModule = typeof import('./x509/certificates');
@@ -91,27 +66,28 @@ export class GatewaySigner {
    * does not accept it.
    */
   readonly cryptoKey: RemoteCryptoKey;
-  private readonly wire: WireAlgorithm;
+  private readonly spec: AlgorithmSpec;
   private cachedCrypto: webcrypto.Crypto | undefined;
 
   private constructor(private readonly client: GatewayClient, readonly key: KeyDescription, options: GatewaySignerOptions) {
-    const kind = keyKindOf(key);
-    const hash: HashName = options.hash ?? (kind.kind === 'ec' ? CURVE_HASH[kind.curve] : 'SHA-256');
-    if (!(hash in HASH_INDEX)) throw new TypeError(`GatewaySigner option hash must be SHA-256, SHA-384 or SHA-512 (got ${String(hash)})`);
+    const kind = kindOf(key);
+    const hashName: HashName = options.hash ?? (kind.kind === 'ec' ? HASHES[(curveByName(kind.curve) as CurveSpec).hash].webCrypto : 'SHA-256');
+    const hash = hashByWebCryptoName(hashName);
+    if (!hash || hash.webCrypto !== hashName) throw new TypeError(`GatewaySigner option hash must be SHA-256, SHA-384 or SHA-512 (got ${String(hashName)})`);
     const pss = options.rsaPadding === 'pss';
     if (options.rsaPadding !== undefined && options.rsaPadding !== 'pss' && options.rsaPadding !== 'pkcs1') throw new TypeError(`GatewaySigner option rsaPadding must be 'pkcs1' or 'pss' (got ${String(options.rsaPadding)})`);
-    if (kind.kind === 'ed25519') this.wire = WireAlgorithm.ED25519;
-    else if (kind.kind === 'ec') this.wire = WireAlgorithm.ECDSA_SHA256 + HASH_INDEX[hash];
-    else this.wire = (pss ? WireAlgorithm.RSA_PSS_SHA256 : WireAlgorithm.RSA_PKCS1_SHA256) + HASH_INDEX[hash];
-    this.algorithm = WIRE_NAMES[this.wire];
-    this.jwsAlgorithm = JWS_NAMES[this.wire];
+    const spec = kind.kind === 'ed25519' ? algorithmFor(KeyType.KEY_TYPE_ED25519) : algorithmFor(keyTypeByName(key.type), hash.name, pss ? 'pss' : 'pkcs1');
+    if (!spec) throw new TypeError(`key "${key.name}": no signature algorithm for ${hashName}`);
+    this.spec = spec;
+    this.algorithm = spec.name;
+    this.jwsAlgorithm = spec.jws;
     if (!key.algorithms.includes(this.algorithm)) {
       // The gateway would answer PERMISSION_DENIED (or INVALID_ARGUMENT); say so before any signature is asked for.
       throw new GatewayClientError(status.PERMISSION_DENIED, `key "${key.name}": this client may not use ${this.algorithm} (allowed: ${key.algorithms.join(', ') || 'none'})`);
     }
     this.publicKey = createPublicKey({ key: key.publicKey, format: 'der', type: 'spki' });
     this.cryptoKey = remoteCryptoKey(kind, (algorithm, message) => this.signWire(algorithm, message), {
-      hash: kind.kind === 'ed25519' ? undefined : hash, rsaPss: pss,
+      hash: kind.kind === 'ed25519' ? undefined : hash.webCrypto, rsaPss: pss,
     });
   }
 
@@ -145,8 +121,8 @@ export class GatewaySigner {
    * (for PSS: padding RSA_PKCS1_PSS_PADDING, salt length = hash length).
    */
   async sign(data: Buffer | Uint8Array | string, options: SignOptions = {}): Promise<Buffer> {
-    const signature = await this.signWire(this.wire, Buffer.from(data as Uint8Array));
-    if (options.dsaEncoding === 'ieee-p1363' && this.key.type === 'EC') return ecdsaDerToRaw(signature, FIELD_BYTES[this.key.curve]);
+    const signature = await this.signWire(this.spec.algorithm, Buffer.from(data as Uint8Array));
+    if (options.dsaEncoding === 'ieee-p1363' && this.key.type === 'EC') return ecdsaDerToRaw(signature, (curveByName(this.key.curve) as CurveSpec).fieldBytes);
     return signature;
   }
 
@@ -168,9 +144,11 @@ export class GatewaySigner {
     return certificates().selfSignedCertificate(this.spki, this.cryptoKey, options);
   }
 
-  private signWire(algorithm: WireAlgorithm, message: Buffer): Promise<Buffer> {
-    const hash = nodeHashOf(algorithm);
-    if (hash === undefined) return this.client.sign(this.key.name, 'ED25519', message);
-    return this.client.sign(this.key.name, WIRE_NAMES[algorithm], createHash(hash).update(message).digest());
+  private signWire(algorithm: number, message: Buffer): Promise<Buffer> {
+    const spec = algorithmSpec(algorithm);
+    if (!spec) return Promise.reject(new TypeError(`unknown signature algorithm ${algorithm}`));
+    // EdDSA signs the message itself; every other algorithm signs its digest, made here.
+    const input = spec.hash === undefined ? message : createHash(spec.hash).update(message).digest();
+    return this.client.sign(this.key.name, spec.name, input);
   }
 }

@@ -9,10 +9,10 @@ import { status } from '@grpc/grpc-js';
 import type { GatewayClient } from '../gateway-client';
 import { GatewayClientError } from '../gateway-client-error';
 import { loadKeylessAddon } from '../keyless/keyless-addon';
+import { algorithmSpec } from '../../common/algorithms';
 import { encodeError, encodeSignature, FrameReader, ProtocolError, type SignRequestFrame } from './agent-protocol';
 import type { AgentMetrics } from './agent-metrics';
 
-const MAX_ALGORITHM = 10; // ED25519, the last SignatureAlgorithm value
 
 export interface KeylessAgentOptions {
   socketPath: string;
@@ -119,7 +119,7 @@ export class KeylessAgent {
 
   private sign(socket: net.Socket, request: SignRequestFrame): void {
     const { requestId, algorithm, keyName, input } = request;
-    if (algorithm < 1 || algorithm > MAX_ALGORITHM) {
+    if (algorithmSpec(algorithm) === undefined) {
       this.answer(socket, encodeError(requestId, status.INVALID_ARGUMENT, `unknown algorithm ${algorithm}`), 'INVALID_ARGUMENT', 0);
       return;
     }

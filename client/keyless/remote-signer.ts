@@ -23,18 +23,7 @@ export interface RemoteSigner {
 export type CreateRemoteSigner = (options: unknown) => RemoteSigner | Promise<RemoteSigner>;
 
 /** SignatureAlgorithm numbers, as in proto/hsmgateway/v1/signer.proto. */
-export const SignatureAlgorithm = {
-  RSA_PKCS1_SHA256: 1,
-  RSA_PKCS1_SHA384: 2,
-  RSA_PKCS1_SHA512: 3,
-  RSA_PSS_SHA256: 4,
-  RSA_PSS_SHA384: 5,
-  RSA_PSS_SHA512: 6,
-  ECDSA_SHA256: 7,
-  ECDSA_SHA384: 8,
-  ECDSA_SHA512: 9,
-  ED25519: 10,
-} as const;
+export { SignatureAlgorithm } from '../../common/algorithms';
 
 export function isRemoteSigner(value: unknown): value is RemoteSigner {
   return typeof value === 'object' && value !== null && typeof (value as { sign?: unknown }).sign === 'function';

@@ -1,6 +1,7 @@
 import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
 import * as x509 from './x509-library';
 import { createRemoteCrypto, type RemoteCryptoKey } from './remote-crypto';
+import { curveByName, hashByWebCryptoName, HASHES } from '../../common/algorithms';
 
 export interface SubjectAltNames {
   dns?: string[];
@@ -27,8 +28,6 @@ function spkiKey(spki: Buffer): x509.PublicKey {
   return new x509.PublicKey(spki.buffer.slice(spki.byteOffset, spki.byteOffset + spki.byteLength) as ArrayBuffer);
 }
 
-const HASH_BYTES: Record<string, number> = { 'SHA-256': 32, 'SHA-384': 48, 'SHA-512': 64 };
-const CURVE_HASH: Record<string, 'SHA-256' | 'SHA-384' | 'SHA-512'> = { 'P-256': 'SHA-256', 'P-384': 'SHA-384', 'P-521': 'SHA-512' };
 
 /**
  * The signature algorithm X.509 objects signed by `key` use: the key's hash (for EC keys without
@@ -38,8 +37,9 @@ const CURVE_HASH: Record<string, 'SHA-256' | 'SHA-384' | 'SHA-512'> = { 'P-256':
 export function signingAlgorithmFor(key: RemoteCryptoKey): { name: string; hash?: { name: string }; saltLength?: number } {
   const { name } = key.algorithm;
   if (name === 'Ed25519') return { name };
-  const hash = key.algorithm.hash ?? { name: CURVE_HASH[key.algorithm.namedCurve ?? ''] ?? 'SHA-256' };
-  return name === 'RSA-PSS' ? { name, hash, saltLength: HASH_BYTES[hash.name] } : { name, hash };
+  const curve = curveByName(key.algorithm.namedCurve ?? '');
+  const hash = key.algorithm.hash ?? { name: HASHES[curve?.hash ?? 'sha256'].webCrypto };
+  return name === 'RSA-PSS' ? { name, hash, saltLength: hashByWebCryptoName(hash.name)?.length } : { name, hash };
 }
 
 export interface SelfSignedOptions {

@@ -1,18 +1,14 @@
 import { webcrypto } from 'node:crypto';
-
-/** proto SignatureAlgorithm values used here (kept numeric so this file has no server dependency). */
-export const enum WireAlgorithm {
-  RSA_PKCS1_SHA256 = 1, RSA_PKCS1_SHA384 = 2, RSA_PKCS1_SHA512 = 3,
-  RSA_PSS_SHA256 = 4, RSA_PSS_SHA384 = 5, RSA_PSS_SHA512 = 6,
-  ECDSA_SHA256 = 7, ECDSA_SHA384 = 8, ECDSA_SHA512 = 9, ED25519 = 10,
-}
+import {
+  algorithmFor, curveByName, hashByWebCryptoName, HASHES, KeyType, SignatureAlgorithm, type CurveSpec, type HashSpec, type KeyKind, type Padding, type WebCryptoHash,
+} from '../../common/algorithms';
 
 /** Signs a whole message with a remote key; ECDSA answers are DER, as the gateway returns them. */
-export type MessageSigner = (algorithm: WireAlgorithm, message: Buffer) => Promise<Buffer>;
+export type MessageSigner = (algorithm: SignatureAlgorithm, message: Buffer) => Promise<Buffer>;
 
-export type RemoteKeyKind = { kind: 'ec'; curve: 'P-256' | 'P-384' | 'P-521' } | { kind: 'rsa' } | { kind: 'ed25519' };
+export type RemoteKeyKind = KeyKind;
 
-type HashName = 'SHA-256' | 'SHA-384' | 'SHA-512';
+type HashName = WebCryptoHash;
 
 /**
  * A CryptoKey-shaped handle for a key that lives in the HSM. It holds no secret: WebCrypto code
@@ -36,30 +32,33 @@ export function remoteCryptoKey(kind: RemoteKeyKind, signer: MessageSigner, opti
   return { type: 'private', extractable: false, usages: ['sign'], algorithm, remote: { kind, signer, pss: options.rsaPss ?? false } };
 }
 
-const HASH_OFFSET: Record<HashName, number> = { 'SHA-256': 0, 'SHA-384': 1, 'SHA-512': 2 };
-
-function hashOf(algorithm: unknown, key: RemoteCryptoKey): HashName {
+function hashOf(algorithm: unknown, key: RemoteCryptoKey): HashSpec {
   const a = algorithm as { hash?: string | { name?: string } };
-  const h = typeof a?.hash === 'string' ? a.hash : a?.hash?.name ?? key.algorithm.hash?.name ?? 'SHA-256';
-  const upper = h.toUpperCase();
-  if (upper !== 'SHA-256' && upper !== 'SHA-384' && upper !== 'SHA-512') throw new Error(`unsupported hash ${h}`);
-  return upper;
+  const h = typeof a?.hash === 'string' ? a.hash : a?.hash?.name ?? key.algorithm.hash?.name ?? HASHES.sha256.webCrypto;
+  const hash = hashByWebCryptoName(h);
+  if (!hash) throw new Error(`unsupported hash ${h}`);
+  return hash;
+}
+
+function algorithmOf(keyType: KeyType, hash: HashSpec, padding?: Padding): SignatureAlgorithm {
+  const spec = algorithmFor(keyType, hash.name, padding);
+  if (!spec) throw new Error(`no signature algorithm for ${hash.webCrypto}${padding ? ` with ${padding}` : ''}`);
+  return spec.algorithm;
 }
 
 /** The wire algorithm for a WebCrypto sign call on a remote key. */
-export function wireAlgorithm(algorithm: unknown, key: RemoteCryptoKey): WireAlgorithm {
+export function wireAlgorithm(algorithm: unknown, key: RemoteCryptoKey): SignatureAlgorithm {
   const kind = key.remote.kind;
-  if (kind.kind === 'ed25519') return WireAlgorithm.ED25519;
-  const offset = HASH_OFFSET[hashOf(algorithm, key)];
-  if (kind.kind === 'ec') return WireAlgorithm.ECDSA_SHA256 + offset;
+  if (kind.kind === 'ed25519') return SignatureAlgorithm.ED25519;
+  const hash = hashOf(algorithm, key);
+  if (kind.kind === 'ec') return algorithmOf(KeyType.KEY_TYPE_EC, hash);
   const name = (algorithm as { name?: string })?.name ?? key.algorithm.name;
   if (name === 'RSA-PSS') {
     const saltLength = (algorithm as { saltLength?: number }).saltLength;
-    const expected = [32, 48, 64][offset];
-    if (saltLength !== undefined && saltLength !== expected) throw new Error(`RSA-PSS salt length must equal the hash length (${expected})`);
-    return WireAlgorithm.RSA_PSS_SHA256 + offset;
+    if (saltLength !== undefined && saltLength !== hash.length) throw new Error(`RSA-PSS salt length must equal the hash length (${hash.length})`);
+    return algorithmOf(KeyType.KEY_TYPE_RSA, hash, 'pss');
   }
-  return WireAlgorithm.RSA_PKCS1_SHA256 + offset;
+  return algorithmOf(KeyType.KEY_TYPE_RSA, hash, 'pkcs1');
 }
 
 /** DER Ecdsa-Sig-Value to the fixed-width r||s WebCrypto returns. */
@@ -78,8 +77,6 @@ export function ecdsaDerToRaw(der: Buffer, fieldBytes: number): Buffer {
   return out;
 }
 
-const FIELD_BYTES: Record<string, number> = { 'P-256': 32, 'P-384': 48, 'P-521': 66 };
-
 export function isRemoteCryptoKey(key: unknown): key is RemoteCryptoKey {
   return typeof key === 'object' && key !== null && 'remote' in key;
 }
@@ -87,7 +84,7 @@ export function isRemoteCryptoKey(key: unknown): key is RemoteCryptoKey {
 /** Signs `data` with a remote key as WebCrypto would (ECDSA as raw r||s). */
 export async function remoteSign(algorithm: unknown, key: RemoteCryptoKey, data: Buffer): Promise<ArrayBuffer> {
   const sig = await key.remote.signer(wireAlgorithm(algorithm, key), data);
-  const out = key.remote.kind.kind === 'ec' ? ecdsaDerToRaw(sig, FIELD_BYTES[key.remote.kind.curve]) : sig;
+  const out = key.remote.kind.kind === 'ec' ? ecdsaDerToRaw(sig, (curveByName(key.remote.kind.curve) as CurveSpec).fieldBytes) : sig;
   return out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
 }
 

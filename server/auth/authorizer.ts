@@ -1,6 +1,6 @@
 import type { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import type { AuthorizationRule } from '../config/gateway-config';
-import { algorithmByName } from '../signing/algorithms';
+import { algorithmByName } from '../../common/algorithms';
 import { identityMatches, parseIdentityPattern, type IdentityPattern } from './identity-pattern';
 import { namePatternMatches } from './name-pattern';
 import type { PeerIdentity } from './peer-identity';

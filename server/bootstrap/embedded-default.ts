@@ -6,7 +6,7 @@ import { certificateNames, selfSignedCertificate } from '../../client/x509/certi
 import { remoteCryptoKey } from '../../client/x509/remote-crypto';
 import { HsmModule } from '../pkcs11/hsm-module';
 import { resolveKey } from '../pkcs11/key-store';
-import { findPrivateKeyByLabel, generateSigningKey, initToken, keyKindOf, signMessageDirect, storeCertificate, type KeySpec } from '../pkcs11/token-admin';
+import { findPrivateKeyByLabel, generateSigningKey, initToken, resolvedKeyKind, signMessageDirect, storeCertificate, type KeySpec } from '../pkcs11/token-admin';
 import { DEV_CLIENT_IDENTITY, ensureDevPki } from './dev-pki';
 import { ensureSoftHsmInstalled, useSoftHsmState } from './softhsm';
 import { DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN } from '../config/load-config';
@@ -67,7 +67,7 @@ async function ensureToken(modulePath: string, stateDir: string, created: string
         const key = resolveKey(module, session, { name, label: name });
         if (key.certificateChain.length === 0) {
           const signer = async (alg: number, message: Buffer): Promise<Buffer> => signMessageDirect(module, session, key, alg, message);
-          const der = await selfSignedCertificate(key.spki, remoteCryptoKey(keyKindOf(key), signer), {
+          const der = await selfSignedCertificate(key.spki, remoteCryptoKey(resolvedKeyKind(key), signer), {
             subject: `CN=${name}.localhost`, san: { dns: ['localhost'], ip: ['127.0.0.1'] }, days: 825,
           });
           storeCertificate(module, session, Buffer.from(key.id, 'hex'), name, der, certificateNames(der));

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { algorithmValue, type AlgorithmName } from '../../client/gateway-client';
 import { CLIENT_FLAG_SPEC, CLIENT_OPTIONS_HELP, clientFromFlags } from './client-options';
-import { ALL_ALGORITHM_NAMES } from '../signing/algorithms';
+import { ALL_ALGORITHM_NAMES, algorithmByName } from '../../common/algorithms';
 
 export const SIGN_HELP = `Usage: hsm-gateway sign --key NAME --alg ALGORITHM (--digest HEX | --in FILE) [options]
 
@@ -24,7 +24,7 @@ export async function signCommand(argv: string[]): Promise<number> {
     process.stderr.write(`hsm-gateway sign: --key, --alg and exactly one of --digest or --in are required\n\n${SIGN_HELP}\n`);
     return 2;
   }
-  if (!ALL_ALGORITHM_NAMES.includes(values.alg)) {
+  if (!algorithmByName(values.alg)) {
     process.stderr.write(`hsm-gateway sign: unknown --alg ${values.alg}; use one of ${ALL_ALGORITHM_NAMES.join(', ')}\n`);
     return 2;
   }

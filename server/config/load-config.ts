@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KeyType } from '../../proto/generated/hsmgateway/v1/signer';
-import { ALL_ALGORITHM_NAMES, algorithmNamesForKeyType } from '../signing/algorithms';
+import { ALL_ALGORITHM_NAMES, algorithmByName, algorithmNamesForKeyType } from '../../common/algorithms';
 import { parseIdentityPattern } from '../auth/identity-pattern';
 import { ConfigError } from './config-error';
 import { FieldReader } from './field-reader';
@@ -103,7 +103,7 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
     }
     const algorithms = r.stringList('algorithms');
     for (const [i, a] of algorithms.entries()) {
-      if (!ALL_ALGORITHM_NAMES.includes(a)) throw new ConfigError(`${r.path}.algorithms[${i}]`, `unknown algorithm "${a}" (expected one of: ${ALL_ALGORITHM_NAMES.join(', ')})`);
+      if (!algorithmByName(a)) throw new ConfigError(`${r.path}.algorithms[${i}]`, `unknown algorithm "${a}" (expected one of: ${ALL_ALGORITHM_NAMES.join(', ')})`);
     }
     checkNoEcdsaHashRestriction(`${r.path}.algorithms`, algorithms);
     let rateLimit: AuthorizationRule['rateLimit'];

@@ -2,10 +2,10 @@ import { X509Certificate, createPublicKey } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import { KeyType, type SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import type { KeyConfig } from '../config/gateway-config';
-import { algorithmsForKeyType } from '../signing/algorithms';
+import { algorithmsForKeyType, curveFromParams, isEd25519Params } from '../../common/algorithms';
 import type { HsmModule } from './hsm-module';
 import { CKK_EC_EDWARDS } from './mechanisms';
-import { curveFromParams, ecSpki, ed25519Spki, isEd25519Params, rsaSpki } from './public-key';
+import { ecSpki, ed25519Spki, rsaSpki } from './public-key';
 import { parsePkcs11Uri } from './rfc7512';
 
 /** A configured key, found on the token, with everything a request needs without asking the HSM. */

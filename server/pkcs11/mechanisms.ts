@@ -1,6 +1,6 @@
 import * as pkcs11js from 'pkcs11js';
 import { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
-import { algorithmSpec, type HashName } from '../signing/algorithms';
+import { algorithmSpec, HASHES, type HashName } from '../../common/algorithms';
 
 /** Not exported by pkcs11js 2.1.7 (PKCS#11 v3.0 values). */
 export const CKM_EDDSA = 0x1057;
@@ -16,7 +16,6 @@ const DIGEST_INFO_PREFIX: Record<HashName, Buffer> = {
 
 const HASH_MECHANISM: Record<HashName, number> = { sha256: pkcs11js.CKM_SHA256, sha384: pkcs11js.CKM_SHA384, sha512: pkcs11js.CKM_SHA512 };
 const MGF1: Record<HashName, number> = { sha256: pkcs11js.CKG_MGF1_SHA256, sha384: pkcs11js.CKG_MGF1_SHA384, sha512: pkcs11js.CKG_MGF1_SHA512 };
-const DIGEST_LENGTH: Record<HashName, number> = { sha256: 32, sha384: 48, sha512: 64 };
 
 /** How one SignatureAlgorithm is carried out with PKCS#11. */
 export interface MechanismPlan {
@@ -39,7 +38,7 @@ function plan(algorithm: SignatureAlgorithm): MechanismPlan {
     return { mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS }, input: (d) => Buffer.concat([prefix, d]), output: identity };
   }
   if (spec.padding === 'pss') {
-    const parameter: pkcs11js.RsaPSS = { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: HASH_MECHANISM[hash], mgf: MGF1[hash], saltLen: DIGEST_LENGTH[hash] };
+    const parameter: pkcs11js.RsaPSS = { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: HASH_MECHANISM[hash], mgf: MGF1[hash], saltLen: HASHES[hash].length };
     return { mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS_PSS, parameter }, input: identity, output: identity };
   }
   // CKM_ECDSA signs the digest as given (the token truncates it to the order's length, as

@@ -9,8 +9,7 @@ import type { HsmModule } from './hsm-module';
 import { CKM_EC_EDWARDS_KEY_PAIR_GEN, mechanismPlan } from './mechanisms';
 import { tolerate } from './ckr';
 import type { ResolvedKey } from './key-store';
-import { algorithmSpec } from '../signing/algorithms';
-import { KeyType } from '../../proto/generated/hsmgateway/v1/signer';
+import { algorithmSpec, curveByName, ED25519_PARAMS_HEX, keyKindOf, type CurveSpec, type KeyKind } from '../../common/algorithms';
 
 /** CK_SLOT_INFO flag; missing from pkcs11js's typings. */
 const CKF_TOKEN_PRESENT = 0x1;
@@ -24,9 +23,9 @@ export const KEY_SPECS: readonly KeySpec[] = ['ec-p256', 'ec-p384', 'rsa-2048', 
  * "edwards25519"; the key store reads both).
  */
 const EC_PARAMS: Record<string, Buffer> = {
-  'ec-p256': Buffer.from('06082a8648ce3d030107', 'hex'),
-  'ec-p384': Buffer.from('06052b81040022', 'hex'),
-  ed25519: Buffer.from('06032b6570', 'hex'),
+  'ec-p256': Buffer.from((curveByName('P-256') as CurveSpec).paramsHex, 'hex'),
+  'ec-p384': Buffer.from((curveByName('P-384') as CurveSpec).paramsHex, 'hex'),
+  ed25519: Buffer.from(ED25519_PARAMS_HEX, 'hex'),
 };
 
 /** Initialises a fresh token in a free slot and sets its user PIN. PINs go only to PKCS#11. */
@@ -129,8 +128,6 @@ export function signMessageDirect(module: HsmModule, session: Buffer, key: Resol
   return plan.output(raw);
 }
 
-export function keyKindOf(key: ResolvedKey): { kind: 'ec'; curve: 'P-256' | 'P-384' | 'P-521' } | { kind: 'rsa' } | { kind: 'ed25519' } {
-  if (key.type === KeyType.KEY_TYPE_EC) return { kind: 'ec', curve: key.curve as 'P-256' | 'P-384' | 'P-521' };
-  if (key.type === KeyType.KEY_TYPE_ED25519) return { kind: 'ed25519' };
-  return { kind: 'rsa' };
+export function resolvedKeyKind(key: ResolvedKey): KeyKind {
+  return keyKindOf(key.name, key.type, key.curve);
 }

@@ -6,7 +6,7 @@ import type { AuditLog } from '../observability/audit-log';
 import type { Logger } from '../observability/logger';
 import type { GatewayMetrics } from '../observability/metrics';
 import type { Hsm } from '../pkcs11/hsm';
-import { algorithmLabel, algorithmSpec } from '../signing/algorithms';
+import { algorithmLabel, algorithmSpec } from '../../common/algorithms';
 import { checkStillAuthenticated, type AuthenticatedConnection } from './caller-connection';
 import { GatewayError, STATUS_NAMES, toGatewayError } from './gateway-error';
 import { checkAlgorithmFitsKey, checkKeyName, inputFingerprint, signInput } from './sign-request-validation';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import type { SignRequest } from '../../proto/generated/hsmgateway/v1/signer';
-import type { AlgorithmSpec } from '../signing/algorithms';
+import type { AlgorithmSpec } from '../../common/algorithms';
 import type { ResolvedKey } from '../pkcs11/key-store';
 import { GatewayError } from './gateway-error';
 

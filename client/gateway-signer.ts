@@ -5,8 +5,8 @@ import { GatewayClientError } from './gateway-client-error';
 import {
   algorithmFor, algorithmSpec, curveByName, hashByWebCryptoName, HASHES, KeyType, keyKindOf, keyTypeByName, type AlgorithmSpec, type CurveSpec, type KeyKind, type WebCryptoHash,
 } from '../common/algorithms';
-import { createRemoteCrypto, ecdsaDerToRaw, remoteCryptoKey, type RemoteCryptoKey } from './x509/remote-crypto';
-import type { SubjectAltNames } from './x509/certificates';
+import { createRemoteCrypto, ecdsaDerToRaw, remoteCryptoKey, type RemoteCryptoKey } from '../common/x509/remote-crypto';
+import type { SubjectAltNames } from '../common/x509/certificates';
 
 export type HashName = WebCryptoHash;
 
@@ -29,13 +29,13 @@ function kindOf(key: KeyDescription): KeyKind {
   return keyKindOf(key.name, keyTypeByName(key.type), key.curve);
 }
 
-type CertificatesModule = typeof import('./x509/certificates');
+type CertificatesModule = typeof import('../common/x509/certificates');
 let certificatesModule: CertificatesModule | undefined;
 
 /** Loaded on first use: @peculiar/x509 and reflect-metadata add ~80 ms to a client's start-up. */
 function certificates(): CertificatesModule {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  certificatesModule ??= require('./x509/certificates') as CertificatesModule;
+  certificatesModule ??= require('../common/x509/certificates') as CertificatesModule;
   return certificatesModule;
 }
 

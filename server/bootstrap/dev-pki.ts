@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { webcrypto } from 'node:crypto';
-import * as x509 from '../../client/x509/x509-library';
+import * as x509 from '../../common/x509/x509-library';
 
 /** @peculiar/x509 names the DOM's WebCrypto types; Node's are the same objects under other names. */
 type X509Crypto = Parameters<typeof x509.cryptoProvider.set>[0];

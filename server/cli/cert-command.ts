@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import { fromPem, toPem } from '../../client/x509/certificates';
+import { fromPem, toPem } from '../../common/x509/certificates';
 import { AdminToken } from '../lifecycle/admin-token';
 import { ChainRefusedError, checkChain, installChain } from '../lifecycle/certificate-chain';
 import { KeyNotFoundError, describeTokenKey, findOneKey } from '../lifecycle/token-keys';

@@ -1,4 +1,4 @@
-import { toPem } from '../../client/x509/certificates';
+import { toPem } from '../../common/x509/certificates';
 import { CLIENT_OPTIONS_HELP } from './client-options';
 import { EXIT_CODES_HELP, EXIT_OK, parseFlags, runCommand, writeJson } from './command-support';
 import { X509_SIGNING_FLAG_SPEC, X509_SIGNING_HELP, parseSans, parseSubject, sanStrings, signerFromFlags, checkSigningFlags, writePemOutput } from './gateway-signing-options';

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import type { GatewayClient } from '../../client/gateway-client';
 import { GatewaySigner, type HashName } from '../../client/gateway-signer';
-import { checkDistinguishedName, parseSubjectAltNames, type SubjectAltNames } from '../../client/x509/certificates';
+import { checkDistinguishedName, parseSubjectAltNames, type SubjectAltNames } from '../../common/x509/certificates';
 import { CLIENT_FLAG_SPEC, clientFromFlags, type ClientFlags } from './client-options';
 import { UsageError } from './command-support';
 

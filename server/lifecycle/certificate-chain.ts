@@ -1,5 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { certificateNames } from '../../client/x509/certificates';
+import { certificateNames } from '../../common/x509/certificates';
 import type { HsmModule } from '../pkcs11/hsm-module';
 import { orderChain } from '../pkcs11/key-store';
 import { storeCertificate } from '../pkcs11/token-admin';

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import * as x509 from '../../client/x509/x509-library';
+import * as x509 from '../../common/x509/x509-library';
 
 /** Why an open connection's client certificate chain is no longer accepted. */
 export type ChainProblem = 'certificate_expired' | 'certificate_revoked' | 'certificate_untrusted';

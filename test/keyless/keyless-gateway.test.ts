@@ -13,8 +13,8 @@ import * as tls from 'node:tls';
 import { execFile } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { GatewayClient, type KeylessTlsCredentials } from '../../client/gateway-client';
-import { selfSignedCertificate, toPem } from '../../client/x509/certificates';
-import { remoteCryptoKey, type RemoteKeyKind } from '../../client/x509/remote-crypto';
+import { selfSignedCertificate, toPem } from '../../common/x509/certificates';
+import { remoteCryptoKey, type RemoteKeyKind } from '../../common/x509/remote-crypto';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process';
 
 interface Run { code: number | null; out: string }

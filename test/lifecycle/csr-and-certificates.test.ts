@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { GatewayClient } from '../../client/gateway-client';
 import { GatewaySigner } from '../../client/index';
-import * as x509 from '../../client/x509/x509-library';
+import * as x509 from '../../common/x509/x509-library';
 import {
   cli, cliJson, createLifecycleState, createOpensslCa, devClient, listTokenObjects, removeState, run, startGatewayProcess, writeGatewayConfig,
   type GatewayProcess, type LifecycleState, type OpensslCa,

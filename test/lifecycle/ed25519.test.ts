@@ -18,6 +18,10 @@ import { GatewayClientError } from '../../client/gateway-client-error';
 import { GatewaySigner } from '../../client/index';
 import { KeyType, SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import {
+  keylessPem, sClient, scratchDir, startAgent, startNginx, writeOpensslConf, type AgentProcess, type ServerProcess,
+} from '../proxies/support/proxy-kit';
+import { freePort } from '../support/free-port';
+import {
   cli, cliJson, createLifecycleState, devClient, listTokenObjects, objectBlock, removeState, run, startGatewayProcess, writeGatewayConfig,
   type GatewayProcess, type LifecycleState,
 } from './support/lifecycle-kit';
@@ -199,6 +203,43 @@ describe('Ed25519 end to end', () => {
       });
       assert.equal(authorized, true);
       assert.deepEqual(errors, []);
+    });
+
+    test('nginx through the agent serves the Ed25519 key: the certificate installed on the token, keyless-pem, s_client TLS 1.3 and 1.2', async () => {
+      const install = await cli(state, ['cert', 'install', '--name', 'web-ed', '--chain', caFile]);
+      assert.equal(install.code, 0, install.stderr);
+      gateway.hup(); // the gateway re-reads the token's certificates at once
+      const gatewayAddress = gateway.endpoint.replace('127.0.0.1', 'localhost');
+      const dir = scratchDir('nginx-ed25519');
+      const endpoint = { endpoint: gatewayAddress, env: { pki: { ca: state.pki.ca, clients: { dev: { cert: state.pki.clientCert, key: state.pki.clientKey } } } } };
+      let agent: AgentProcess | undefined;
+      let nginx: ServerProcess | undefined;
+      try {
+        let pems: Awaited<ReturnType<typeof keylessPem>> | undefined;
+        for (let i = 0; i < 50 && pems === undefined; i++) {
+          pems = await keylessPem(endpoint, 'web-ed', dir).catch(async (error: unknown) => {
+            if (!String(error).includes('no certificate on the token')) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            return undefined;
+          });
+        }
+        assert.ok(pems, 'the installed certificate was served after SIGHUP');
+        agent = await startAgent(dir, [gatewayAddress], endpoint, { metricsPort: await freePort() });
+        const nginxPort = await freePort();
+        nginx = await startNginx(dir, writeOpensslConf(dir, agent.socket), [{ port: nginxPort, serverName: 'localhost', files: pems }]);
+        for (const version of ['-tls1_3', '-tls1_2']) {
+          const r = await sClient(nginxPort, 'localhost', caFile, [version]);
+          assert.equal(r.code, 0, r.output);
+          assert.match(r.output, /Signature type: ed25519/);
+          assert.match(r.output, /Verification: OK/);
+        }
+        const metrics = await (await fetch(agent.metricsUrl)).text();
+        assert.match(metrics, /^hsmgw_agent_sign_requests_total\{result="OK"\} [2-9]/m, 'both handshakes were signed through the agent');
+      } finally {
+        await nginx?.stop();
+        await agent?.stop();
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 });

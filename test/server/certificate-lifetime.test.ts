@@ -15,7 +15,7 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { SignatureAlgorithm, SignRequest, SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
 import { createCertificateAuthority, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
-import * as x509 from '../../client/x509/x509-library';
+import * as x509 from '../../common/x509/x509-library';
 import { IDENTITIES, loadDevCa, testEnvironment, writeIdentity, type ClientIdentity } from '../support/test-environment';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { connectRaw, RawSignStream, rawUnary, SessionWatch, SIGN_PATH } from '../support/raw-grpc';

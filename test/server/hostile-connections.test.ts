@@ -17,7 +17,7 @@ import { KeyObject, randomBytes, webcrypto } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { SignatureAlgorithm, SignerClient, SignRequest, SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
 import { createCertificateAuthority, issueLeaf, writePem } from '../../server/bootstrap/dev-pki';
-import * as x509 from '../../client/x509/x509-library';
+import * as x509 from '../../common/x509/x509-library';
 import { IDENTITIES, loadDevCa } from '../support/test-environment';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { verifySignature } from '../support/signatures';

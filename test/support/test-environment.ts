@@ -11,7 +11,7 @@ import { ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
 import { createCertificateAuthority, issueLeaf, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
 import { HsmModule } from '../../server/pkcs11/hsm-module';
 import { findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../../server/pkcs11/token-admin';
-import * as x509 from '../../client/x509/x509-library';
+import * as x509 from '../../common/x509/x509-library';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 export const TEST_STATE_DIR = process.env.HSMGW_TEST_STATE_DIR ?? path.join(REPO_ROOT, '.hsm-gateway-test');

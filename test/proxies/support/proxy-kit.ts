@@ -9,12 +9,12 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 
 import { PROVIDER_MODULE, providerOpensslConf } from '../../../client/agent/provider-config';
-import { REPO_ROOT, type TestEnvironment } from '../../support/test-environment';
+import { REPO_ROOT } from '../../support/test-environment';
 
-/** What the kit needs of a gateway (the test's and the bench's gateway processes both fit). */
+/** What the kit needs of a gateway: its address and a CA and client identity for it (the tests', the lifecycle tests' and the bench's gateways all fit). */
 export interface GatewayEndpoint {
-  env: TestEnvironment;
   endpoint: string;
+  env: { pki: { ca: string; clients: { dev: { cert: string; key: string } } } };
 }
 
 export const PROVIDER = PROVIDER_MODULE;

@@ -1,7 +1,7 @@
 import { webcrypto } from 'node:crypto';
 import {
   algorithmFor, curveByName, hashByWebCryptoName, HASHES, KeyType, SignatureAlgorithm, type CurveSpec, type HashSpec, type KeyKind, type Padding, type WebCryptoHash,
-} from '../../common/algorithms';
+} from '../algorithms';
 
 /** Signs a whole message with a remote key; ECDSA answers are DER, as the gateway returns them. */
 export type MessageSigner = (algorithm: SignatureAlgorithm, message: Buffer) => Promise<Buffer>;

@@ -1,7 +1,7 @@
 import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
 import * as x509 from './x509-library';
 import { createRemoteCrypto, type RemoteCryptoKey } from './remote-crypto';
-import { curveByName, hashByWebCryptoName, HASHES } from '../../common/algorithms';
+import { curveByName, hashByWebCryptoName, HASHES } from '../algorithms';
 
 export interface SubjectAltNames {
   dns?: string[];

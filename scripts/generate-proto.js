@@ -29,4 +29,5 @@ execFileSync(protoc, [
   `--ts_proto_opt=${options}`,
   `-I${protoDir}`,
   path.join(protoDir, 'hsmgateway', 'v1', 'signer.proto'),
+  path.join(protoDir, 'hsmgateway', 'v1', 'ticket_keys.proto'),
 ], { stdio: 'inherit' });

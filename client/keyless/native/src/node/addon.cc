@@ -12,6 +12,7 @@
 #include "provider.h"
 #include "remote_signer.h"
 #include "self_check.h"
+#include "ticket_keys.h"
 
 namespace keyless {
 namespace {
@@ -403,6 +404,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"peerCredentials", nullptr, PeerCredentialsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods));
+  if (!RegisterTicketKeyFunctions(env, exports)) return ThrowLastError(env, "RegisterTicketKeyFunctions");
   napi_value label, provider;
   CHECK_NAPI(env, napi_create_string_utf8(env, kPemLabel, NAPI_AUTO_LENGTH, &label));
   CHECK_NAPI(env, napi_create_string_utf8(env, kProviderName, NAPI_AUTO_LENGTH, &provider));

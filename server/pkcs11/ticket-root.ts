@@ -29,7 +29,9 @@ export function findTicketRoot(module: HsmModule, session: Buffer, label: string
   ]);
   const value = (type: number): Buffer | undefined => attrs.find((a) => a.type === type)?.value as Buffer | undefined;
   const flag = (type: number): boolean => (value(type)?.[0] ?? 0) !== 0;
-  const keyType = value(pkcs11js.CKA_KEY_TYPE)?.readUIntLE(0, value(pkcs11js.CKA_KEY_TYPE)?.length ?? 0);
+  const typeBytes = value(pkcs11js.CKA_KEY_TYPE);
+  // CK_ULONG, native byte order (little-endian here).
+  const keyType = typeBytes && (typeBytes.length >= 8 ? Number(typeBytes.readBigUInt64LE(0)) : typeBytes.readUInt32LE(0));
   if (keyType !== pkcs11js.CKK_GENERIC_SECRET) throw new TicketRootError(`ticketKeys.root: "${label}" is not a CKK_GENERIC_SECRET key`);
   if (!flag(pkcs11js.CKA_SENSITIVE) || flag(pkcs11js.CKA_EXTRACTABLE)) {
     throw new TicketRootError(`ticketKeys.root: "${label}" is extractable or not sensitive: its value could leave the token; generate a new root with hsm-gateway key generate --type ticket-root`);

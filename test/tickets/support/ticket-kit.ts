@@ -52,6 +52,9 @@ export function startTicketProxy(client: GatewayClientOptions, options: { scope?
   });
 }
 
+/** Sent after the handshake so an HTTP server (nginx, HAProxy) answers and closes. */
+const HTTP_REQUEST = 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n';
+
 export interface Handshake {
   /** 'New' or 'Reused' as s_client reports it. */
   kind: string;
@@ -63,7 +66,7 @@ export interface Handshake {
  * One s_client handshake: `-sess_out` saves the session (it reads until the server closes, so the
  * NewSessionTicket is stored), `-sess_in` offers a saved one.
  */
-export function sClient(port: number, caFile: string, protocol: '-tls1_3' | '-tls1_2', session: { out?: string; in?: string }): Promise<Handshake> {
+export function sClient(port: number, caFile: string, protocol: '-tls1_3' | '-tls1_2', session: { out?: string; in?: string }, input = HTTP_REQUEST): Promise<Handshake> {
   const args = ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-verify_return_error', '-CAfile', caFile, protocol, '-ign_eof'];
   if (session.out) args.push('-sess_out', session.out);
   if (session.in) args.push('-sess_in', session.in);
@@ -74,6 +77,6 @@ export function sClient(port: number, caFile: string, protocol: '-tls1_3' | '-tl
       resolve({ kind: m?.[1] ?? 'failed', protocol: m?.[2] ?? '', output });
     });
     child.stdin?.on('error', () => undefined);
-    child.stdin?.end();
+    child.stdin?.end(input);
   });
 }

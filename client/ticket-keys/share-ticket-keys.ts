@@ -35,8 +35,9 @@ export type TicketKeyServer = tls.Server;
  * Node's default session ID context hashes process.argv, so two processes refuse each other's
  * sessions even with the same ticket key: every server of a scope uses this one instead.
  */
-export function sessionIdContextFor(scope: string): Buffer {
-  return createHash('sha256').update('hsmgw-ticket-sid-ctx\u0000').update(scope).digest().subarray(0, 32);
+export function sessionIdContextFor(scope: string): string {
+  // 32 hex characters: OpenSSL's limit is 32 bytes, and Node's own default has this form.
+  return createHash('sha256').update('hsmgw-ticket-sid-ctx\u0000').update(scope).digest('hex').slice(0, 32);
 }
 
 /** Installs the scope's keys on `server` and keeps them current as the gateway rotates them. */
@@ -67,7 +68,7 @@ export async function shareTicketKeys(
   }
   const sessionIdContext = sessionIdContextFor(scope);
   const ownContext = (server as { sessionIdContext?: unknown }).sessionIdContext;
-  const restoreContext = typeof ownContext === 'string' ? Buffer.from(ownContext) : undefined;
+  const restoreContext = typeof ownContext === 'string' ? ownContext : undefined;
   ring.installOn(server, sessionIdContext);
 
   // setSecureContext() replaces the SSL_CTX (new certificate): install on the new one.
@@ -99,7 +100,7 @@ export async function shareTicketKeys(
         if (ownSetSecureContext) server.setSecureContext = ownSetSecureContext;
         else delete (server as Partial<tls.Server>).setSecureContext;
       }
-      ring.uninstall(restoreContext);
+      ring.uninstall(server, restoreContext);
       ring.destroy();
     },
   };

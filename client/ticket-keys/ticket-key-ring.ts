@@ -11,9 +11,18 @@ export interface RingKey {
   decryptUntil: number;
 }
 
-/** What the ring reads of a tls.Server: its secure context (a Node internal, see docs/TICKET-KEYS.md). */
+/** The Node internals the ring relies on (docs/TICKET-KEYS.md "Node internals"). */
 interface ServerInternals {
-  _sharedCreds?: tls.SecureContext;
+  /** The server's secure context, which every new connection uses. */
+  _sharedCreds?: tls.SecureContext & { context?: { setSessionIdContext?(context: string): void } };
+}
+
+function secureContextOf(server: tls.Server): NonNullable<ServerInternals['_sharedCreds']> {
+  const context = (server as unknown as ServerInternals)._sharedCreds;
+  if (context === undefined || typeof context.context?.setSessionIdContext !== 'function') {
+    throw new Error('shareTicketKeys: the server\'s secure context is not reachable (server._sharedCreds.context): an unsupported Node version?');
+  }
+  return context;
 }
 
 /**
@@ -41,24 +50,29 @@ export class TicketKeyRing {
     }
   }
 
-  /** Installs the ring on the server's current secure context with a fleet-wide session ID context. */
-  installOn(server: tls.Server, sessionIdContext: Buffer): void {
-    const context = (server as unknown as ServerInternals)._sharedCreds;
-    if (context === undefined) throw new Error('shareTicketKeys: the server has no secure context (server._sharedCreds is missing: an unsupported Node version?)');
+  /**
+   * Installs the ring on the server's current secure context and sets its session ID context
+   * (through Node's own SecureContext, which Node 22+ applies to each connection).
+   */
+  installOn(server: tls.Server, sessionIdContext: string): void {
+    const context = secureContextOf(server);
     this.addon.ticketRingBeginCapture();
     let probe: tls.TLSSocket | undefined;
     try {
       probe = new tls.TLSSocket(undefined as unknown as import('node:net').Socket, { isServer: true, secureContext: context });
-      this.addon.ticketRingInstall(this.id, sessionIdContext);
+      this.addon.ticketRingInstall(this.id);
     } finally {
       this.addon.ticketRingEndCapture();
       probe?.destroy();
     }
+    context.context?.setSessionIdContext?.(sessionIdContext);
   }
 
-  /** The server's own ticket key and `restoreSessionIdContext` apply again. */
-  uninstall(restoreSessionIdContext?: Buffer): void {
-    if (!this.destroyed) this.addon.ticketRingUninstall(this.id, restoreSessionIdContext ?? null);
+  /** The server's own ticket key applies again, with `ownSessionIdContext` if given. */
+  uninstall(server: tls.Server, ownSessionIdContext?: string): void {
+    if (this.destroyed) return;
+    this.addon.ticketRingUninstall(this.id);
+    if (ownSessionIdContext !== undefined) secureContextOf(server).context?.setSessionIdContext?.(ownSessionIdContext);
   }
 
   stats(): TicketRingStats {

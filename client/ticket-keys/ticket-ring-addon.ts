@@ -27,8 +27,8 @@ export interface TicketRingAddon {
   ticketRingBeginCapture(): void;
   ticketRingEndCapture(): void;
   /** Installs the ring on the SSL_CTX of the SSL captured since ticketRingBeginCapture(). */
-  ticketRingInstall(ring: number, sessionIdContext: Buffer): void;
-  ticketRingUninstall(ring: number, restoreSessionIdContext: Buffer | null): void;
+  ticketRingInstall(ring: number): void;
+  ticketRingUninstall(ring: number): void;
   ticketRingStats(ring: number): TicketRingStats;
   ticketRingDestroy(ring: number): void;
 }

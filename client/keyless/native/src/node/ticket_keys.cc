@@ -153,15 +153,12 @@ int TicketCallback(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIP
 }
 
 // Takes the ring off its context (g_mutex held).
-void Detach(Ring& ring, const std::vector<unsigned char>* restore_sid_ctx) {
+void Detach(Ring& ring) {
   SSL_CTX* ctx = ring.ctx;
   if (ctx == nullptr) return;
   SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, nullptr);
   delete static_cast<RingRef*>(SSL_CTX_get_ex_data(ctx, g_ctx_index));
   SSL_CTX_set_ex_data(ctx, g_ctx_index, nullptr);
-  if (restore_sid_ctx != nullptr && !restore_sid_ctx->empty()) {
-    SSL_CTX_set_session_id_context(ctx, restore_sid_ctx->data(), static_cast<unsigned int>(restore_sid_ctx->size()));
-  }
   SSL_CTX_free(ctx);
   ring.ctx = nullptr;
 }
@@ -264,16 +261,14 @@ napi_value EndCaptureJs(napi_env env, napi_callback_info) {
   return Undefined(env);
 }
 
-// ticketRingInstall(ring, sessionIdContext: Buffer): installs the ring on the SSL_CTX of
-// the SSL captured since BeginCapture (moving it off the context it was on).
+// ticketRingInstall(ring): installs the ring on the SSL_CTX of the SSL captured since
+// BeginCapture (moving it off the context it was on).
 napi_value InstallJs(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value args[2];
+  size_t argc = 1;
+  napi_value args[1];
   if (napi_get_cb_info(env, info, &argc, args, nullptr, nullptr) != napi_ok) return nullptr;
   RingRef ring = ArgRing(env, args, argc);
-  std::vector<unsigned char> sid_ctx;
-  if (!ring || argc < 2 || !ReadBytes(env, args[1], &sid_ctx)) return Throw(env, "ticketRingInstall(ring, sessionIdContext)");
-  if (sid_ctx.empty() || sid_ctx.size() > SSL_MAX_SID_CTX_LENGTH) return Throw(env, "the session ID context must be 1-32 bytes");
+  if (!ring) return Throw(env, "ticketRingInstall(ring)");
   SSL* ssl = t_captured;
   t_capturing = false;
   t_captured = nullptr;
@@ -283,7 +278,7 @@ napi_value InstallJs(napi_env env, napi_callback_info info) {
   if (ring->ctx != ctx) {
     auto* other = static_cast<RingRef*>(SSL_CTX_get_ex_data(ctx, g_ctx_index));
     if (other != nullptr) return Throw(env, "this server already shares ticket keys (another shareTicketKeys handle is open)");
-    Detach(*ring, nullptr);
+    Detach(*ring);
     if (SSL_CTX_up_ref(ctx) != 1) return Throw(env, "SSL_CTX_up_ref failed");
     auto* holder = new RingRef(ring);
     if (SSL_CTX_set_ex_data(ctx, g_ctx_index, holder) != 1) {
@@ -294,24 +289,18 @@ napi_value InstallJs(napi_env env, napi_callback_info info) {
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, TicketCallback);
     ring->ctx = ctx;
   }
-  if (SSL_CTX_set_session_id_context(ctx, sid_ctx.data(), static_cast<unsigned int>(sid_ctx.size())) != 1) {
-    return Throw(env, "SSL_CTX_set_session_id_context failed");
-  }
   return Undefined(env);
 }
 
-// ticketRingUninstall(ring, restoreSessionIdContext: Buffer | null): the server's own
-// ticket key (and session ID context) are used again.
+// ticketRingUninstall(ring): the server's own ticket key is used again.
 napi_value UninstallJs(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value args[2];
+  size_t argc = 1;
+  napi_value args[1];
   if (napi_get_cb_info(env, info, &argc, args, nullptr, nullptr) != napi_ok) return nullptr;
   RingRef ring = ArgRing(env, args, argc);
-  if (!ring) return Throw(env, "ticketRingUninstall(ring, restoreSessionIdContext)");
-  std::vector<unsigned char> restore;
-  const bool has_restore = argc >= 2 && ReadBytes(env, args[1], &restore) && restore.size() <= SSL_MAX_SID_CTX_LENGTH;
+  if (!ring) return Throw(env, "ticketRingUninstall(ring)");
   std::lock_guard<std::mutex> lock(g_mutex);
-  Detach(*ring, has_restore ? &restore : nullptr);
+  Detach(*ring);
   return Undefined(env);
 }
 
@@ -355,7 +344,7 @@ napi_value DestroyJs(napi_env env, napi_callback_info info) {
   if (!ring) return Undefined(env);
   {
     std::lock_guard<std::mutex> lock(g_mutex);
-    Detach(*ring, nullptr);
+    Detach(*ring);
     for (auto it = g_rings.begin(); it != g_rings.end(); ++it) {
       if (it->second == ring) {
         g_rings.erase(it);

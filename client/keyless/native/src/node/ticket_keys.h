@@ -6,7 +6,8 @@
 // SSL_CTX_set_tlsext_ticket_key_evp_cb, which takes precedence over Node's own
 // ticket callback (Node's single key from setTicketKeys()); uninstalling gives the
 // server its own key back. The ring checks each key's time windows against this
-// machine's clock on every ticket.
+// machine's clock on every ticket. The session ID context is set by JavaScript
+// through Node's own SecureContext (Node 22+ applies it per connection).
 //
 // Node offers no handle on a server's SSL_CTX: JavaScript creates a throwaway
 // server TLS socket on the server's secure context between BeginCapture() and

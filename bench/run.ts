@@ -15,6 +15,7 @@ import { deriveSign, localRsaSignCpuMicros, signTables, signTargets, type SignDe
 import type { KeyKind } from './sign/sign-specs';
 import { runHandshakeBench, handshakeReport, type HandshakeBenchResult } from './handshake/handshake-bench';
 import { profileGateway, type ProfileSummary } from './support/profile-gateway';
+import { BENCH_TICKET_SCOPE, resumptionReport, runResumptionBench, type ResumptionBenchResult } from './resumption/resumption-bench';
 
 interface Args {
   quick: boolean;
@@ -24,7 +25,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, only: new Set(['sign', 'handshake']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
+  const args: Args = { quick: false, only: new Set(['sign', 'handshake', 'resumption']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') args.quick = true;
@@ -32,7 +33,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--only') args.only = new Set(argv[++i].split(','));
     else if (a === '--out') args.out = path.resolve(argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake] [--profile] [--out DIR]\n');
+      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake,resumption] [--profile] [--out DIR]\n');
       process.exit(0);
     } else {
       process.stderr.write(`bench: unknown argument ${a}\n`);
@@ -49,6 +50,7 @@ export interface BenchReport {
   machine: { nproc: number; cpuModel: string; node: string; openssl: string; kernel: string; loadAverage: number[] };
   sign?: SignBenchResult & { derived: SignDerived[]; localRsaSignCpuMicros: number };
   handshake?: HandshakeBenchResult;
+  resumption?: ResumptionBenchResult;
   profile?: ProfileSummary;
   targets: Target[];
   durationSeconds: number;
@@ -81,7 +83,10 @@ async function main(): Promise<void> {
   let gateway: GatewayProcess | undefined;
   try {
     log(`bench: starting the gateway (fixture in ${process.env.HSMGW_TEST_STATE_DIR})`);
-    gateway = await GatewayProcess.start(workDir, { logFile: path.join(workDir, 'gateway.stderr.log'), logging: { level: 'info', audit: true } });
+    gateway = await GatewayProcess.start(workDir, {
+      logFile: path.join(workDir, 'gateway.stderr.log'), logging: { level: 'info', audit: true },
+      ticketKeys: { root: 'ticket-root' }, ticketKeyScopes: [BENCH_TICKET_SCOPE],
+    });
 
     if (args.only.has('sign')) {
       log('bench: sign path');
@@ -102,6 +107,15 @@ async function main(): Promise<void> {
       const { text, targets } = handshakeReport(result);
       report.targets.push(...targets);
       sections.push(`## Handshake path\n\n${text}`);
+    }
+
+    if (args.only.has('resumption')) {
+      log('bench: fleet resumption (shared ticket keys)');
+      const result = await runResumptionBench({ gateway, quick: args.quick, log });
+      report.resumption = result;
+      const { text, targets } = resumptionReport(result);
+      report.targets.push(...targets);
+      sections.push(`## Fleet resumption\n\n${text}`);
     }
 
     if (args.profile) {

@@ -34,6 +34,15 @@ async function ticketKeysCli(gw: GatewayProcess, args: string[]): Promise<{ code
   return { code: r.code, output: r.output };
 }
 
+/** The scope's set and the key that encrypts now. */
+async function currentKeys(gw: GatewayProcess, scope: string): Promise<{ set: TicketKeySetView; current: TicketKeySetView['keys'][number] }> {
+  const set = await keySet(gw, scope);
+  const now = Date.now() / 1000;
+  const current = set.keys.find((k) => k.notBefore <= now && now < k.encryptUntil);
+  assert.ok(current, 'a key for now');
+  return { set, current };
+}
+
 async function keySet(gw: GatewayProcess, scope: string): Promise<TicketKeySetView> {
   const client = new GatewayClient(gw.clientOptions());
   const stream = client.watchTicketKeys(scope, { update: () => undefined, refused: () => undefined });
@@ -158,14 +167,18 @@ describe('ticket-keys files with real nginx and HAProxy', () => {
     await gw?.stop();
   });
 
+  /** Two servers with the written keys and one with its own: sessions resume between the first two only. */
+  async function checkFleet(name: string, start: (serverDir: string, shared: boolean) => Promise<Server>): Promise<void> {
+    const [a, b, own] = await Promise.all([start(tempDir(`hsmgw-${name}-a-`), true), start(tempDir(`hsmgw-${name}-b-`), true), start(tempDir(`hsmgw-${name}-own-`), false)]);
+    servers.push(a, b, own);
+    await resumesAcross(a, b, own, cert.crt, dir);
+  }
+
   test('nginx format: 80-byte files (name | HMAC | AES), current first in the snippet', async () => {
     const out = path.join(dir, 'nginx-keys');
     const r = await ticketKeysCli(gw, ['--scope', 'web', '--format', 'nginx', '--out', out]);
     assert.equal(r.code, 0, r.output);
-    const set = await keySet(gw, 'web');
-    const now = Date.now() / 1000;
-    const current = set.keys.find((k) => k.notBefore <= now && now < k.encryptUntil);
-    assert.ok(current);
+    const { set, current } = await currentKeys(gw, 'web');
     const expect = (name: string, epoch: number): void => {
       const k = set.keys.find((x) => x.epoch === epoch);
       assert.ok(k, `epoch ${epoch}`);
@@ -182,21 +195,14 @@ describe('ticket-keys files with real nginx and HAProxy', () => {
 
   test('nginx: two instances with the files resume each other\'s sessions; one with its own keys does not', async () => {
     const snippet = path.join(dir, 'nginx-keys', 'ticket-keys.conf');
-    const [a, b, own] = await Promise.all([
-      startNginx(tempDir('hsmgw-nginx-a-'), cert, snippet), startNginx(tempDir('hsmgw-nginx-b-'), cert, snippet), startNginx(tempDir('hsmgw-nginx-own-'), cert),
-    ]);
-    servers.push(a, b, own);
-    await resumesAcross(a, b, own, cert.crt, dir);
+    await checkFleet('nginx', (serverDir, shared) => startNginx(serverDir, cert, shared ? snippet : undefined));
   });
 
   test('haproxy format: previous, current, next as base64 lines (name | AES | HMAC); two HAProxy resume each other\'s sessions', async () => {
     const out = path.join(dir, 'haproxy-keys');
     const r = await ticketKeysCli(gw, ['--scope', 'web', '--format', 'haproxy', '--out', out]);
     assert.equal(r.code, 0, r.output);
-    const set = await keySet(gw, 'web');
-    const now = Date.now() / 1000;
-    const current = set.keys.find((k) => k.notBefore <= now && now < k.encryptUntil);
-    assert.ok(current);
+    const { set, current } = await currentKeys(gw, 'web');
     const lines = fs.readFileSync(path.join(out, 'tls-ticket-keys'), 'utf8').trim().split('\n');
     const expected = [current.epoch - 1, current.epoch, current.epoch + 1].map((e) => {
       const k = set.keys.find((x) => x.epoch === e);
@@ -205,11 +211,7 @@ describe('ticket-keys files with real nginx and HAProxy', () => {
     });
     assert.deepEqual(lines, expected);
     const file = path.join(out, 'tls-ticket-keys');
-    const [a, b, own] = await Promise.all([
-      startHaproxy(tempDir('hsmgw-haproxy-a-'), cert.pem, file), startHaproxy(tempDir('hsmgw-haproxy-b-'), cert.pem, file), startHaproxy(tempDir('hsmgw-haproxy-own-'), cert.pem),
-    ]);
-    servers.push(a, b, own);
-    await resumesAcross(a, b, own, cert.crt, dir);
+    await checkFleet('haproxy', (serverDir, shared) => startHaproxy(serverDir, cert.pem, shared ? file : undefined));
   });
 
   test('an ungranted scope: exit code 3 and nothing written', async () => {

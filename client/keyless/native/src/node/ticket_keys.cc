@@ -187,13 +187,21 @@ bool ReadBytes(napi_env env, napi_value value, std::vector<unsigned char>* out) 
   return true;
 }
 
-// The ring named by args[0]; throws if there is none.
+// The ring named by args[0], or null.
 RingRef ArgRing(napi_env env, napi_value* args, size_t argc) {
   uint32_t id = 0;
   if (argc < 1 || napi_get_value_uint32(env, args[0], &id) != napi_ok) return nullptr;
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_rings.find(id);
   return it == g_rings.end() ? nullptr : it->second;
+}
+
+// The ring named by a call's only argument, or null.
+RingRef OnlyArgRing(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  if (napi_get_cb_info(env, info, &argc, args, nullptr, nullptr) != napi_ok) return nullptr;
+  return ArgRing(env, args, argc);
 }
 
 // ticketRingCreate(): number
@@ -264,10 +272,7 @@ napi_value EndCaptureJs(napi_env env, napi_callback_info) {
 // ticketRingInstall(ring): installs the ring on the SSL_CTX of the SSL captured since
 // BeginCapture (moving it off the context it was on).
 napi_value InstallJs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value args[1];
-  if (napi_get_cb_info(env, info, &argc, args, nullptr, nullptr) != napi_ok) return nullptr;
-  RingRef ring = ArgRing(env, args, argc);
+  RingRef ring = OnlyArgRing(env, info);
   if (!ring) return Throw(env, "ticketRingInstall(ring)");
   SSL* ssl = t_captured;
   t_capturing = false;
@@ -294,10 +299,7 @@ napi_value InstallJs(napi_env env, napi_callback_info info) {
 
 // ticketRingUninstall(ring): the server's own ticket key is used again.
 napi_value UninstallJs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value args[1];
-  if (napi_get_cb_info(env, info, &argc, args, nullptr, nullptr) != napi_ok) return nullptr;
-  RingRef ring = ArgRing(env, args, argc);
+  RingRef ring = OnlyArgRing(env, info);
   if (!ring) return Throw(env, "ticketRingUninstall(ring)");
   std::lock_guard<std::mutex> lock(g_mutex);
   Detach(*ring);
@@ -306,10 +308,7 @@ napi_value UninstallJs(napi_env env, napi_callback_info info) {
 
 // ticketRingStats(ring): counters of the ring's ticket outcomes
 napi_value StatsJs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value args[1];
-  if (napi_get_cb_info(env, info, &argc, args, nullptr, nullptr) != napi_ok) return nullptr;
-  RingRef ring = ArgRing(env, args, argc);
+  RingRef ring = OnlyArgRing(env, info);
   if (!ring) return Throw(env, "ticketRingStats(ring)");
   TicketStats stats;
   size_t keys = 0;
@@ -337,10 +336,7 @@ napi_value StatsJs(napi_env env, napi_callback_info info) {
 
 // ticketRingDestroy(ring): uninstalls it and wipes its keys.
 napi_value DestroyJs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value args[1];
-  if (napi_get_cb_info(env, info, &argc, args, nullptr, nullptr) != napi_ok) return nullptr;
-  RingRef ring = ArgRing(env, args, argc);
+  RingRef ring = OnlyArgRing(env, info);
   if (!ring) return Undefined(env);
   {
     std::lock_guard<std::mutex> lock(g_mutex);

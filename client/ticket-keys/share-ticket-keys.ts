@@ -73,8 +73,9 @@ export async function shareTicketKeys(
 
   // setSecureContext() replaces the SSL_CTX (new certificate): install on the new one.
   const ownSetSecureContext = Object.prototype.hasOwnProperty.call(server, 'setSecureContext') ? server.setSecureContext : undefined;
+  const previousSetSecureContext = server.setSecureContext;
   const reinstalling = function setSecureContext(this: tls.Server, contextOptions: tls.SecureContextOptions): void {
-    Object.getPrototypeOf(server).setSecureContext.call(this, contextOptions);
+    previousSetSecureContext.call(this, contextOptions);
     ring.installOn(server, sessionIdContext);
   };
   server.setSecureContext = reinstalling;

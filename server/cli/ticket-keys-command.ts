@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { haproxyFiles, nginxFiles, type KeyFile } from '../../client/ticket-keys/ticket-key-files';
 import type { TicketKeySetView } from '../../client/ticket-keys/ticket-key-stream';
@@ -66,6 +67,7 @@ export async function ticketKeysCommand(argv: string[]): Promise<number> {
     if (!values.scope || !values.format || !values.out) throw new UsageError('--scope, --format and --out are required');
     if (!(values.format in FORMATS)) throw new UsageError(`--format "${values.format}": use nginx or haproxy`);
     const signal = (values['notify-signal'] ?? 'SIGHUP').toUpperCase().replace(/^(?!SIG)/, 'SIG') as NodeJS.Signals;
+    if (!(signal in os.constants.signals)) throw new UsageError(`--notify-signal "${values['notify-signal']}": not a signal name`);
     const format = FORMATS[values.format as Format];
     const dir = path.resolve(values.out);
     const client = new GatewayClient({ ...clientOptionsFromFlags(values), maxRetries: 0 });

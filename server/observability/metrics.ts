@@ -134,7 +134,7 @@ export class GatewayMetrics {
 
   private readonly ticketKeyFetches = new client.Counter({
     name: 'hsmgw_ticket_key_fetches_total',
-    help: 'Session-ticket key sets sent to WatchTicketKeys callers and refused requests, by scope and result (gRPC status code name); scopes beyond 100 distinct ones count as "other".',
+    help: 'Session-ticket key sets sent to WatchTicketKeys callers and refused requests, by scope and result (gRPC status code name); refused requests have scope "-", scopes beyond 100 distinct ones count as "other".',
     labelNames: ['scope', 'result'] as const,
     registers: [this.registry],
   });

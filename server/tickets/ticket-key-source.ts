@@ -2,12 +2,9 @@ import type { Hsm } from '../pkcs11/hsm';
 import { HsmUnavailableError } from '../pkcs11/hsm-errors';
 import { findTicketRoot, macWithTicketRoot } from '../pkcs11/ticket-root';
 import { derivationInput, expandTicketKey, type TicketKeyMaterial } from './ticket-key-derivation';
-import { epochAt, windowsAt, type EpochPolicy, type EpochWindow } from './ticket-epochs';
+import type { TicketKeysSection } from '../config/gateway-config';
+import { epochAt, windowsAt, type EpochWindow } from './ticket-epochs';
 
-export interface TicketKeysConfig extends EpochPolicy {
-  /** CKA_LABEL of the root secret on the token. */
-  root: string;
-}
 
 export type TicketKey = EpochWindow & TicketKeyMaterial;
 
@@ -34,7 +31,7 @@ export class TicketKeySource {
   private root: { handle: Buffer; generation: number } | undefined;
   private readonly cache = new Map<string, TicketKeyMaterial>();
 
-  constructor(private readonly hsm: Hsm, readonly config: TicketKeysConfig, private readonly observer: DerivationObserver) {}
+  constructor(private readonly hsm: Hsm, readonly config: TicketKeysSection, private readonly observer: DerivationObserver) {}
 
   /** Finds and checks the root (start-up): a missing or extractable root throws TicketRootError. */
   checkRoot(): void {

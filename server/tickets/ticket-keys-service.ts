@@ -31,7 +31,8 @@ export function createTicketKeysService(deps: TicketKeysServiceDeps): TicketKeys
       } catch (err) {
         const e = toGatewayError(err);
         const codeName = STATUS_NAMES[e.code] ?? String(e.code);
-        deps.metrics.ticketKeyFetch(TICKET_SCOPE.test(scope) ? scope : '(invalid)', codeName);
+        // Refused scopes are the caller's strings: never a label.
+        deps.metrics.ticketKeyFetch('-', codeName);
         deps.audit?.refused({ kind: 'ticket keys', identity: identityLabel, outcome: codeName, key: scope.slice(0, 64), algorithm: '', error: e.message, rpc: 'WatchTicketKeys' });
         call.emit('error', { code: e.code, details: e.message });
       }

@@ -136,7 +136,9 @@ describe('TicketKeys service', () => {
     await new Promise((resolve) => call.once('data', resolve));
     const m = parsePrometheusText(await (await fetch(gw.metricsUrl)).text());
     assert.ok(sampleValue(m, 'hsmgw_ticket_key_fetches_total', { scope: 'default', result: 'OK' }) >= 1);
-    assert.ok(sampleValue(m, 'hsmgw_ticket_key_fetches_total', { scope: 'api', result: 'PERMISSION_DENIED' }) >= 1);
+    assert.ok(sampleValue(m, 'hsmgw_ticket_key_fetches_total', { scope: '-', result: 'PERMISSION_DENIED' }) >= 1);
+    assert.equal(sampleValue(m, 'hsmgw_ticket_key_fetches_total', { scope: 'api', result: 'PERMISSION_DENIED' }), 0, 'a refused scope is never a label');
+    assert.ok(!(await (await fetch(gw.metricsUrl)).text()).includes('bad scope!'), 'a malformed scope is never a label');
     assert.equal(sampleValue(m, 'hsmgw_ticket_key_watchers'), 1);
     assert.ok(sampleValue(m, 'hsmgw_ticket_key_derivations_total', { result: 'ok' }) >= 8);
     call.cancel();

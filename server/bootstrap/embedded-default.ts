@@ -7,10 +7,10 @@ import { remoteCryptoKey } from '../../client/x509/remote-crypto';
 import { HsmModule } from '../pkcs11/hsm-module';
 import { resolveKey } from '../pkcs11/key-store';
 import { findPrivateKeyByLabel, generateSigningKey, initToken, keyKindOf, signMessageDirect, storeCertificate, type KeySpec } from '../pkcs11/token-admin';
-import { findSecretKeyByLabel, generateTicketRoot } from '../pkcs11/ticket-root';
 import { DEV_CLIENT_IDENTITY, ensureDevPki } from './dev-pki';
 import { ensureSoftHsmInstalled, useSoftHsmState } from './softhsm';
 import { DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN } from '../config/load-config';
+import { findSecretKeyByLabel, generateTicketRoot } from '../pkcs11/ticket-root';
 
 export const DEV_TOKEN_LABEL = 'hsm-gateway-dev';
 export const DEV_KEYS: ReadonlyArray<{ name: string; spec: KeySpec }> = [

@@ -383,6 +383,7 @@ napi_value PeerCredentialsJs(napi_env env, napi_callback_info info) {
 napi_value Init(napi_env env, napi_value exports) {
   std::string error;
   if (!RegisterProvider(&error)) return Throw(env, "keyless: cannot load the OpenSSL provider: " + error);
+  if (!RegisterTicketKeyFunctions(env, exports)) return ThrowLastError(env, "RegisterTicketKeyFunctions");
   const napi_property_descriptor methods[] = {
       {"createBridge", nullptr, CreateBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"destroyBridge", nullptr, DestroyBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
@@ -404,7 +405,6 @@ napi_value Init(napi_env env, napi_value exports) {
       {"peerCredentials", nullptr, PeerCredentialsJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods));
-  if (!RegisterTicketKeyFunctions(env, exports)) return ThrowLastError(env, "RegisterTicketKeyFunctions");
   napi_value label, provider;
   CHECK_NAPI(env, napi_create_string_utf8(env, kPemLabel, NAPI_AUTO_LENGTH, &label));
   CHECK_NAPI(env, napi_create_string_utf8(env, kProviderName, NAPI_AUTO_LENGTH, &provider));

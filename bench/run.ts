@@ -13,9 +13,9 @@ import { targetLines, type Target } from './support/targets';
 import { runSignBench, type SignBenchResult } from './sign/sign-bench';
 import { deriveSign, localRsaSignCpuMicros, signTables, signTargets, type SignDerived } from './sign/sign-report';
 import type { KeyKind } from './sign/sign-specs';
+import { BENCH_TICKET_SCOPE, resumptionReport, runResumptionBench, type ResumptionBenchResult } from './resumption/resumption-bench';
 import { runHandshakeBench, handshakeReport, type HandshakeBenchResult } from './handshake/handshake-bench';
 import { profileGateway, type ProfileSummary } from './support/profile-gateway';
-import { BENCH_TICKET_SCOPE, resumptionReport, runResumptionBench, type ResumptionBenchResult } from './resumption/resumption-bench';
 
 interface Args {
   quick: boolean;
@@ -25,7 +25,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, only: new Set(['sign', 'handshake', 'resumption']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
+  const args: Args = { quick: false, only: new Set(['sign', 'handshake']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') args.quick = true;
@@ -40,6 +40,8 @@ function parseArgs(argv: string[]): Args {
       process.exit(2);
     }
   }
+  // Without --only, every section runs, fleet resumption included.
+  if (!argv.includes('--only')) args.only.add('resumption');
   return args;
 }
 
@@ -49,8 +51,8 @@ export interface BenchReport {
   command: string;
   machine: { nproc: number; cpuModel: string; node: string; openssl: string; kernel: string; loadAverage: number[] };
   sign?: SignBenchResult & { derived: SignDerived[]; localRsaSignCpuMicros: number };
-  handshake?: HandshakeBenchResult;
   resumption?: ResumptionBenchResult;
+  handshake?: HandshakeBenchResult;
   profile?: ProfileSummary;
   targets: Target[];
   durationSeconds: number;
@@ -100,15 +102,6 @@ async function main(): Promise<void> {
       sections.push(`## Sign path\n\n${signTables(result, derived)}\n- local RSA-2048 PSS sign with Node's OpenSSL: ${localRsa.toFixed(0)} µs CPU`);
     }
 
-    if (args.only.has('handshake')) {
-      log('bench: handshake path');
-      const result = await runHandshakeBench({ gateway, workDir, quick: args.quick, log });
-      report.handshake = result;
-      const { text, targets } = handshakeReport(result);
-      report.targets.push(...targets);
-      sections.push(`## Handshake path\n\n${text}`);
-    }
-
     if (args.only.has('resumption')) {
       log('bench: fleet resumption (shared ticket keys)');
       const result = await runResumptionBench({ gateway, quick: args.quick, log });
@@ -116,6 +109,15 @@ async function main(): Promise<void> {
       const { text, targets } = resumptionReport(result);
       report.targets.push(...targets);
       sections.push(`## Fleet resumption\n\n${text}`);
+    }
+
+    if (args.only.has('handshake')) {
+      log('bench: handshake path');
+      const result = await runHandshakeBench({ gateway, workDir, quick: args.quick, log });
+      report.handshake = result;
+      const { text, targets } = handshakeReport(result);
+      report.targets.push(...targets);
+      sections.push(`## Handshake path\n\n${text}`);
     }
 
     if (args.profile) {

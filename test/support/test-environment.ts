@@ -10,8 +10,8 @@ import * as pkcs11js from 'pkcs11js';
 import { ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
 import { createCertificateAuthority, issueLeaf, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
 import { HsmModule } from '../../server/pkcs11/hsm-module';
-import { findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../../server/pkcs11/token-admin';
 import { findSecretKeyByLabel } from '../../server/pkcs11/ticket-root';
+import { findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../../server/pkcs11/token-admin';
 import * as x509 from '../../client/x509/x509-library';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');

@@ -13,6 +13,7 @@ import { targetLines, type Target } from './support/targets';
 import { runSignBench, type SignBenchResult } from './sign/sign-bench';
 import { deriveSign, localRsaSignCpuMicros, signTables, signTargets, type SignDerived } from './sign/sign-report';
 import type { KeyKind } from './sign/sign-specs';
+import { BENCH_TICKET_SCOPE, resumptionReport, runResumptionBench, type ResumptionBenchResult } from './resumption/resumption-bench';
 import { runHandshakeBench, handshakeReport, type HandshakeBenchResult } from './handshake/handshake-bench';
 import { profileGateway, type ProfileSummary } from './support/profile-gateway';
 import { runNginxBench, nginxReport, type NginxBenchResult } from './nginx/nginx-bench';
@@ -25,7 +26,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, only: new Set(['sign', 'handshake', 'nginx']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
+  const args: Args = { quick: false, only: new Set(['sign', 'handshake', 'nginx', 'resumption']), profile: false, out: path.resolve(__dirname, '..', '..', 'bench', 'results') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') args.quick = true;
@@ -33,13 +34,15 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--only') args.only = new Set(argv[++i].split(','));
     else if (a === '--out') args.out = path.resolve(argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake,nginx] [--profile] [--out DIR]\n');
+      process.stdout.write('usage: npm run bench -- [--quick] [--only sign,handshake,nginx,resumption] [--profile] [--out DIR]\n');
       process.exit(0);
     } else {
       process.stderr.write(`bench: unknown argument ${a}\n`);
       process.exit(2);
     }
   }
+  // Without --only, every section runs, fleet resumption included.
+  if (!argv.includes('--only')) args.only.add('resumption');
   return args;
 }
 
@@ -49,6 +52,7 @@ export interface BenchReport {
   command: string;
   machine: { nproc: number; cpuModel: string; node: string; openssl: string; kernel: string; loadAverage: number[] };
   sign?: SignBenchResult & { derived: SignDerived[]; localRsaSignCpuMicros: number };
+  resumption?: ResumptionBenchResult;
   handshake?: HandshakeBenchResult;
   nginx?: NginxBenchResult;
   profile?: ProfileSummary;
@@ -83,7 +87,10 @@ async function main(): Promise<void> {
   let gateway: GatewayProcess | undefined;
   try {
     log(`bench: starting the gateway (fixture in ${process.env.HSMGW_TEST_STATE_DIR})`);
-    gateway = await GatewayProcess.start(workDir, { logFile: path.join(workDir, 'gateway.stderr.log'), logging: { level: 'info', audit: true } });
+    gateway = await GatewayProcess.start(workDir, {
+      logFile: path.join(workDir, 'gateway.stderr.log'), logging: { level: 'info', audit: true },
+      ticketKeys: { root: 'ticket-root' }, ticketKeyScopes: [BENCH_TICKET_SCOPE],
+    });
 
     if (args.only.has('sign')) {
       log('bench: sign path');
@@ -95,6 +102,15 @@ async function main(): Promise<void> {
       report.sign = { ...result, derived, localRsaSignCpuMicros: localRsa };
       report.targets.push(...signTargets(result, derived, localRsa));
       sections.push(`## Sign path\n\n${signTables(result, derived)}\n- local RSA-2048 PSS sign with Node's OpenSSL: ${localRsa.toFixed(0)} µs CPU`);
+    }
+
+    if (args.only.has('resumption')) {
+      log('bench: fleet resumption (shared ticket keys)');
+      const result = await runResumptionBench({ gateway, quick: args.quick, log });
+      report.resumption = result;
+      const { text, targets } = resumptionReport(result);
+      report.targets.push(...targets);
+      sections.push(`## Fleet resumption\n\n${text}`);
     }
 
     if (args.only.has('handshake')) {

@@ -11,6 +11,9 @@ import { GatewayClientError } from './gateway-client-error';
 import { SignStreamChannel, type SignCallback } from './sign-stream-channel';
 import { followTlsCredentials, type SecureContextTarget, type TlsCredentialsFollower } from './tls-credentials-follower';
 import { resolveClientOptions, type GatewayClientOptions, type ResolvedClientOptions } from './gateway-client-options';
+import { TicketKeysClient } from '../proto/generated/hsmgateway/v1/ticket_keys';
+import { TicketKeyStream, type TicketKeyListener } from './ticket-keys/ticket-key-stream';
+import { shareTicketKeys, type ShareTicketKeysOptions, type TicketKeyServer, type TicketKeySharing } from './ticket-keys/share-ticket-keys';
 
 export type { AlgorithmName };
 
@@ -100,6 +103,10 @@ export class GatewayClient {
   private next = 0;
   private readonly keyCache = new Map<string, { key: KeyDescription; fetchedAt: number }>();
   private bridge: Promise<KeylessBridge> | undefined;
+  /** TicketKeys clients per endpoint, made on first use (they share the Signer clients' channels' settings). */
+  private ticketKeyClients: Array<{ address: string; client: TicketKeysClient }> | undefined;
+  private readonly ticketKeySharings = new Set<TicketKeySharing>();
+  private readonly makeTicketKeysClient: (address: string) => TicketKeysClient;
 
   constructor(options: GatewayClientOptions) {
     this.options = resolveClientOptions(options);
@@ -112,6 +119,7 @@ export class GatewayClient {
       'grpc.max_reconnect_backoff_ms': 2000,
       ...(this.options.serverName ? { 'grpc.ssl_target_name_override': this.options.serverName, 'grpc.default_authority': this.options.serverName } : {}),
     };
+    this.makeTicketKeysClient = (address) => new TicketKeysClient(address, credentials, channelOptions);
     const { ca, cert, key, serverName, keepaliveMs } = this.options;
     this.endpoints = this.options.endpoints.map((address) => ({
       address, client: new SignerClient(address, credentials, channelOptions), downUntil: 0, failures: 0,
@@ -264,6 +272,29 @@ export class GatewayClient {
     return followTlsCredentials(this, name, server, options.intervalMs);
   }
 
+  /**
+   * Follows a scope's session-ticket keys (WatchTicketKeys): `listener.update` gets each set the
+   * gateway sends; the stream moves to another endpoint when one goes away.
+   */
+  watchTicketKeys(scope: string, listener: TicketKeyListener, firstSetTimeoutMs = 10_000): TicketKeyStream {
+    this.ticketKeyClients ??= this.options.endpoints.map((address) => ({ address, client: this.makeTicketKeysClient(address) }));
+    return new TicketKeyStream(this.ticketKeyClients, scope, listener, firstSetTimeoutMs);
+  }
+
+  /**
+   * Installs the fleet's session-ticket keys of `scope` on a tls/https/http2 secure server, with
+   * a session ID context derived from the scope, and follows the gateway's rotations: a session
+   * from any server of the scope resumes on this one (no remote signature). Rejects with a
+   * GatewayClientError (e.g. PERMISSION_DENIED) if the gateway refuses the scope. close() gives
+   * the server its own ticket key back. See docs/TICKET-KEYS.md.
+   */
+  async shareTicketKeys(server: TicketKeyServer, options: ShareTicketKeysOptions): Promise<TicketKeySharing> {
+    const sharing = await shareTicketKeys((scope, listener, timeoutMs) => this.watchTicketKeys(scope, listener, timeoutMs), server, options);
+    this.ticketKeySharings.add(sharing);
+    const close = sharing.close;
+    return { ...sharing, stats: sharing.stats, close: async () => { this.ticketKeySharings.delete(sharing); await close(); } };
+  }
+
   /** Per-process keyless metrics (remote signs, latency, failures) as a prom-client Registry to mount. */
   async keylessMetricsRegistry(): Promise<Registry> {
     return (await this.keylessBridge()).metrics.registry;
@@ -301,6 +332,9 @@ export class GatewayClient {
   }
 
   async close(): Promise<void> {
+    for (const sharing of this.ticketKeySharings) await sharing.close();
+    this.ticketKeySharings.clear();
+    for (const t of this.ticketKeyClients ?? []) t.client.close();
     for (const e of this.endpoints) {
       e.stream.close();
       e.client.close();

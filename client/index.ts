@@ -10,3 +10,5 @@ export type { SubjectAltNames } from '../common/x509/certificates';
 export type { KeylessTlsCredentials, TlsCredentialsOptions } from './gateway-client';
 export { runKeylessCluster, type KeylessClusterOptions } from './keyless-cluster';
 export type { SecureContextTarget, TlsCredentialsFollower } from './tls-credentials-follower';
+export type { ShareTicketKeysOptions, TicketKeySharing, TicketKeySharingStats, TicketKeyServer } from './ticket-keys/share-ticket-keys';
+export type { TicketKeySetView, TicketKeyListener } from './ticket-keys/ticket-key-stream';

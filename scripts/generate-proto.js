@@ -29,6 +29,7 @@ execFileSync(protoc, [
   `--ts_proto_opt=${options}`,
   `-I${protoDir}`,
   path.join(protoDir, 'hsmgateway', 'v1', 'signer.proto'),
+  path.join(protoDir, 'hsmgateway', 'v1', 'ticket_keys.proto'),
 ], { stdio: 'inherit' });
 
 // The native code's copy of the SignatureAlgorithm numbers comes from the same proto.

@@ -21,6 +21,8 @@ import { TolerantSignerService } from './rpc/tolerant-service-definition';
 import { GrpcTlsListener, type ListenerObserver } from './tls/grpc-tls-listener';
 import { loadTlsMaterial, type LoadedTlsMaterial } from './tls/tls-material';
 import { SignStreamRegistry } from './rpc/sign-stream';
+import { addTicketKeysService, openTicketKeySource } from './tickets/ticket-keys-setup';
+import type { TicketKeyWatchers } from './tickets/ticket-key-watchers';
 
 const SIGNER_SERVICE_NAME = 'hsmgateway.v1.Signer';
 export const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
@@ -100,6 +102,7 @@ export class Gateway {
     private readonly opsServer: http.Server,
     readonly grpcPort: number,
     readonly httpPort: number,
+    private readonly ticketWatchers: TicketKeyWatchers | undefined,
   ) {}
 
   static async start(config: GatewayConfig, logger: Logger, options: GatewayStartOptions = {}): Promise<Gateway> {
@@ -123,6 +126,13 @@ export class Gateway {
     metricsOnceBuilt = metrics;
     logger.observe({ writesDeferred: (n) => metrics.logWritesDeferred(n), linesDropped: (n, audit) => metrics.logLinesDropped(n, audit) });
     await hsm.start();
+    let ticketKeys;
+    try {
+      ticketKeys = config.ticketKeys && openTicketKeySource(hsm, config.ticketKeys, metrics, logger);
+    } catch (err) {
+      await hsm.close(0);
+      throw err;
+    }
     logger.info('HSM ready', { module: config.pkcs11.module, token: config.pkcs11.token.label ?? config.pkcs11.token.serial, keys: hsm.keys().map((k) => k.name).join(',') });
 
     const material = loadTlsMaterial(config.tls);
@@ -151,8 +161,9 @@ export class Gateway {
     server.addService(TolerantSignerService, createSignerService({
       hsm, policy, streams, connections: listener, pipeline, limits: config.limits, metrics,
     }));
+    const ticketWatchers = ticketKeys && addTicketKeysService(server, { source: ticketKeys, policy, connections: listener, metrics, audit, logger });
     health.addToServer(server);
-    const definition = protoLoader.loadSync(path.join(PROTO_ROOT, 'hsmgateway', 'v1', 'signer.proto'), { includeDirs: [PROTO_ROOT] });
+    const definition = protoLoader.loadSync(['signer.proto', 'ticket_keys.proto'].map((f) => path.join(PROTO_ROOT, 'hsmgateway', 'v1', f)), { includeDirs: [PROTO_ROOT] });
     new ReflectionService(definition).addToServer(server);
 
     const grpcAddr = parseListenAddress('listen.grpc', config.listen.grpc);
@@ -169,7 +180,7 @@ export class Gateway {
     });
     const httpPort = (ops.address() as AddressInfo).port;
     logger.info('gateway listening', { grpc: `${grpcAddr.host}:${grpcPort}`, http: `${httpAddr.host}:${httpPort}` });
-    const gateway = new Gateway(config, options, policy, streams, logger, hsm, metrics, server, health, listener, audit, ops, grpcPort, httpPort);
+    const gateway = new Gateway(config, options, policy, streams, logger, hsm, metrics, server, health, listener, audit, ops, grpcPort, httpPort, ticketWatchers);
     gateway.watchFiles();
     return gateway;
   }
@@ -216,6 +227,7 @@ export class Gateway {
       // An unchanged policy is kept whole; a changed one keeps the rate-limit buckets of unchanged rules.
       if (JSON.stringify(next.authorization) !== JSON.stringify(this.config.authorization)) {
         this.policy.current = new AccessPolicy(next.authorization.rules, this.policy.current);
+        this.ticketWatchers?.revokeUngranted();
       }
       this.config = { ...this.config, keys: next.keys, authorization: next.authorization };
       this.metrics.configReload('config', true);
@@ -260,6 +272,7 @@ export class Gateway {
     // Long-lived SignStreams would hold tryShutdown until the grace period ends: finish their
     // in-flight items, refuse new ones with UNAVAILABLE (clients fail over), then end them.
     this.streams.drainAll();
+    this.ticketWatchers?.closeAll();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.logger.warn('grace period over; cancelling remaining calls');

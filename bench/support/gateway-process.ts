@@ -20,6 +20,8 @@ export interface GatewayProcessOptions extends TestGatewayOptions {
   execArgv?: string[];
   /** Where the gateway's stderr goes. */
   logFile: string;
+  /** Session-ticket key scopes granted to the bench client (with a ticketKeys section). */
+  ticketKeyScopes?: string[];
 }
 
 
@@ -44,7 +46,7 @@ export class GatewayProcess implements ServerUnderTest {
     document.listen = { grpc: `127.0.0.1:${grpcPort}`, http: `127.0.0.1:${httpPort}` };
     // Only the embedded default's keys: the tests' extra keys change as the tests grow.
     document.keys = BENCH_KEYS.map((name) => ({ name, label: name }));
-    document.authorization = { rules: [{ identity: IDENTITIES.dev, keys: BENCH_KEYS }] };
+    document.authorization = { rules: [{ identity: IDENTITIES.dev, keys: BENCH_KEYS, ...(options.ticketKeyScopes ? { ticketKeyScopes: options.ticketKeyScopes } : {}) }] };
     fs.mkdirSync(workDir, { recursive: true });
     const configFile = path.join(workDir, 'gateway.yaml');
     // JSON is YAML: the config loader reads it as is.

@@ -57,6 +57,11 @@ export class Authorizer {
     return grant;
   }
 
+  /** True when some rule matching the identity grants the session-ticket key scope. */
+  ticketScopeAllowed(identity: PeerIdentity, scope: string): boolean {
+    return this.rulesFor(identity).some((rule) => rule.ticketKeyScopes.some((s) => namePatternMatches(s, scope)));
+  }
+
   allows(grant: KeyGrant, algorithm: SignatureAlgorithm): boolean {
     return grant.algorithms === 'any' || grant.algorithms.has(algorithm);
   }

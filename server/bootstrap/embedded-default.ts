@@ -10,12 +10,17 @@ import { findPrivateKeyByLabel, generateSigningKey, initToken, resolvedKeyKind, 
 import { DEV_CLIENT_IDENTITY, ensureDevPki } from './dev-pki';
 import { ensureSoftHsmInstalled, useSoftHsmState } from './softhsm';
 import { DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN } from '../config/load-config';
+import { findSecretKeyByLabel, generateTicketRoot } from '../pkcs11/ticket-root';
 
 export const DEV_TOKEN_LABEL = 'hsm-gateway-dev';
 export const DEV_KEYS: ReadonlyArray<{ name: string; spec: KeySpec }> = [
   { name: 'dev-ec', spec: 'ec-p256' },
   { name: 'dev-rsa', spec: 'rsa-2048' },
 ];
+
+/** The root secret of the session-ticket keys, and the scope the dev identity may watch. */
+export const DEV_TICKET_ROOT = 'ticket-root';
+export const DEV_TICKET_SCOPE = 'default';
 
 export interface EmbeddedDefault {
   stateDir: string;
@@ -74,6 +79,10 @@ async function ensureToken(modulePath: string, stateDir: string, created: string
           created.push(`self-signed certificate for "${name}" (CN=${name}.localhost, DNS:localhost, IP:127.0.0.1), signed by the HSM key, stored on the token`);
         }
       }
+      if (!findSecretKeyByLabel(module, session, DEV_TICKET_ROOT)) {
+        generateTicketRoot(module, session, DEV_TICKET_ROOT);
+        created.push(`session-ticket root secret "${DEV_TICKET_ROOT}" generated inside the token: sensitive, never extractable, HMAC only`);
+      }
     } finally {
       module.closeSession(session);
     }
@@ -101,7 +110,8 @@ export async function ensureEmbeddedDefault(stateDir: string, say: (line: string
       pkcs11: { module: modulePath, environment: { SOFTHSM2_CONF: softhsmConf }, token: { label: DEV_TOKEN_LABEL }, pin: { file: pinFile } },
       keys: DEV_KEYS.map(({ name }) => ({ name, label: name })),
       tls: { cert: paths.serverCert, key: paths.serverKey, clientCa: paths.ca },
-      authorization: { rules: [{ identity: DEV_CLIENT_IDENTITY, keys: DEV_KEYS.map((k) => k.name) }] },
+      authorization: { rules: [{ identity: DEV_CLIENT_IDENTITY, keys: DEV_KEYS.map((k) => k.name), ticketKeyScopes: [DEV_TICKET_SCOPE] }] },
+      ticketKeys: { root: DEV_TICKET_ROOT },
     };
     const header = '# hsm-gateway embedded default (development only). Edit freely; see README "Configuration".\n'
       + `# listen: grpc ${DEFAULT_GRPC_LISTEN}, http ${DEFAULT_HTTP_LISTEN} by default (HSMGW_LISTEN, HSMGW_METRICS_LISTEN)\n`;

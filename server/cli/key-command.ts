@@ -3,6 +3,7 @@ import { KEY_SPECS, findPrivateKeyByLabel, generateSigningKey, type KeySpec } fr
 import { AdminToken } from '../lifecycle/admin-token';
 import { describeTokenKey, listTokenKeys, type TokenKey } from '../lifecycle/token-keys';
 import { resolveKey } from '../pkcs11/key-store';
+import { findSecretKeyByLabel, generateTicketRoot } from '../pkcs11/ticket-root';
 import {
   ADMIN_OPTIONS_HELP, CommandError, EXIT_CODES_HELP, EXIT_OK, UsageError, adminConfigFile, parseFlags, runCommand, writeJson,
 } from './command-support';
@@ -26,7 +27,10 @@ only sign (no decrypt, unwrap or derive); it gets CKA_LABEL=NAME and a fresh ran
 A key that already has the label NAME is never overwritten (exit 1).
   --name NAME   the key's label: letters, digits, ".", "_" or "-", up to 128, starting with a
                 letter or digit
-  --type TYPE   ${KEY_SPECS.join(' | ')}
+  --type TYPE   ${KEY_SPECS.join(' | ')} | ticket-root
+
+ticket-root generates the root secret of the session-ticket keys instead (CKK_GENERIC_SECRET,
+256 bits, sensitive, never extractable, MAC only): name it in the config's ticketKeys.root.
 
 The gateway serves only keys named in its config: add { name: NAME, label: NAME } under keys
 (and the name to an authorization rule), then reload the gateway.
@@ -77,6 +81,7 @@ async function generate(argv: string[]): Promise<number> {
   }
   if (values.name === undefined || values.type === undefined) throw new UsageError('--name and --type are required');
   if (!KEY_LABEL.test(values.name)) throw new UsageError(`--name "${values.name}": use letters, digits, ".", "_" or "-" (up to 128), starting with a letter or digit`);
+  if (values.type === TICKET_ROOT_TYPE) return generateRoot(values.name, values.config, values.json === true);
   if (!(KEY_SPECS as readonly string[]).includes(values.type)) throw new UsageError(`--type "${values.type}": use one of ${KEY_SPECS.join(', ')}`);
   const spec = values.type as KeySpec;
   const configFile = adminConfigFile(values.config);
@@ -102,6 +107,27 @@ async function generate(argv: string[]): Promise<number> {
       process.stdout.write(`${publicKeyPem}`);
       process.stdout.write(`Next: add "{ name: ${values.name}, label: ${values.name} }" to keys in ${configFile} (and to a rule), reload the gateway, then\n`);
       process.stdout.write(`  hsm-gateway csr --key ${values.name} --subject "CN=..." --san dns:... > ${values.name}.csr\n`);
+    }
+    return EXIT_OK;
+  } finally {
+    token.close();
+  }
+}
+
+const TICKET_ROOT_TYPE = 'ticket-root';
+
+function generateRoot(name: string, config: string | undefined, json: boolean): number {
+  const token = AdminToken.open(adminConfigFile(config));
+  try {
+    const { module, session } = token;
+    if (findSecretKeyByLabel(module, session, name)) {
+      throw new CommandError(`a secret key labelled "${name}" already exists on the token; refusing to overwrite it (every ticket key derives from it)`, 'exists');
+    }
+    generateTicketRoot(module, session, name);
+    if (json) writeJson({ label: name, type: TICKET_ROOT_TYPE, sensitive: true, extractable: false });
+    else {
+      process.stdout.write(`generated ticket-root secret "${name}" in the token: CKK_GENERIC_SECRET, 256 bits, sensitive, never-extractable, use=sign (HMAC)\n`);
+      process.stdout.write(`Next: add "ticketKeys: { root: ${name} }" to the gateway config and "ticketKeyScopes: [SCOPE]" to a rule, then restart the gateway.\n`);
     }
     return EXIT_OK;
   } finally {

@@ -14,6 +14,7 @@ Commands:
   key     generate keys in the token; list the token's keys (direct PKCS#11, gateway host)
   agent   the local signing agent of nginx and HAProxy (keyless provider)
   keyless-pem  write the keyless key PEM and certificate chain of a key, for nginx and HAProxy
+  ticket-keys  write a scope's session-ticket keys for nginx or HAProxy (once, or --watch)
 
 Run "hsm-gateway <command> --help" for a command's options.
 
@@ -41,6 +42,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'csr': return await (await import('./csr-command.js')).csrCommand(rest);
       case 'agent': return await (await import('./agent-command.js')).agentCommand(rest);
       case 'keyless-pem': return await (await import('./keyless-pem-command.js')).keylessPemCommand(rest);
+      case 'ticket-keys': return await (await import('./ticket-keys-command.js')).ticketKeysCommand(rest);
       case undefined: case '-h': case '--help': case 'help':
         process.stdout.write(`${HELP}\n`);
         return command === undefined ? 2 : 0;

@@ -41,7 +41,19 @@ export async function serveCommand(configFile: string | undefined): Promise<numb
     throw err;
   }
   const logger = new Logger(config.logging.level);
-  const gateway = await Gateway.start(config, logger, { configFile: file });
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.start(config, logger, { configFile: file });
+  } catch (err) {
+    // A problem found on the token at start (e.g. the ticket-key root) is a configuration error too.
+    if (err instanceof ConfigError) {
+      logger.error('cannot start', { error: err.message });
+      logger.flush();
+      say(err.message);
+      return 2;
+    }
+    throw err;
+  }
   if (!configFile && !process.env.HSMGW_CONFIG) {
     say(`hsm-gateway: serving gRPC on ${config.listen.grpc.replace(/:\d+$/, `:${gateway.grpcPort}`)}, metrics on http://${config.listen.http.replace(/:\d+$/, `:${gateway.httpPort}`)}/metrics`);
     say('Try a signature (in another terminal; the digest is SHA-256("hello")):');

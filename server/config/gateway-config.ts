@@ -64,12 +64,24 @@ export interface AuthorizationRule {
    * written explicitly. See server/auth/identity-pattern.ts.
    */
   identity: string;
-  /** Key names, or prefixes followed by a trailing `*`. */
+  /** Key names, or prefixes followed by a trailing `*`. May be empty when the rule grants ticketKeyScopes. */
   keys: string[];
   /** SignatureAlgorithm names; empty means every algorithm the key supports. */
   algorithms: string[];
   /** Token bucket for the identities this rule matches (the first matching rule with one applies). */
   rateLimit?: RateLimitConfig;
+  /** Session-ticket key scopes (WatchTicketKeys), or prefixes followed by a trailing `*`. */
+  ticketKeyScopes: string[];
+}
+
+/** Session-ticket keys derived in the HSM (service TicketKeys); absent: the service is not offered. */
+export interface TicketKeysSection {
+  /** CKA_LABEL of the CKK_GENERIC_SECRET root on the token. */
+  root: string;
+  /** Length of an epoch: each epoch has its own key (default 3600). */
+  epochSeconds: number;
+  /** Epochs after its own during which a key still decrypts tickets (default 2). */
+  decryptEpochs: number;
 }
 
 export interface RateLimitConfig {
@@ -151,6 +163,7 @@ export interface GatewayConfig {
   listen: ListenConfig;
   tls: TlsConfig;
   authorization: { rules: AuthorizationRule[] };
+  ticketKeys?: TicketKeysSection;
   limits: LimitsConfig;
   logging: LoggingConfig;
   shutdown: { graceMs: number };

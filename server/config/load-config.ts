@@ -7,13 +7,15 @@ import { ALL_ALGORITHM_NAMES, algorithmByName, algorithmNamesForKeyType } from '
 import { parseIdentityPattern } from '../auth/identity-pattern';
 import { ConfigError } from './config-error';
 import { FieldReader } from './field-reader';
-import type { AuthorizationRule, EnvironmentOverride, GatewayConfig, KeyConfig, LogLevel } from './gateway-config';
+import type { AuthorizationRule, EnvironmentOverride, GatewayConfig, KeyConfig, LogLevel, TicketKeysSection } from './gateway-config';
 import { parsePkcs11Uri } from '../pkcs11/rfc7512';
 
 export const DEFAULT_GRPC_LISTEN = '127.0.0.1:8443';
 export const DEFAULT_HTTP_LISTEN = '127.0.0.1:9464';
 export const DEFAULT_SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A session-ticket key scope: a group of hostnames that resume each other's sessions. */
+export const TICKET_SCOPE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * Environment variables that override the file. Each names the field it overrides so
@@ -88,7 +90,7 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
   const authz = root.object('authorization');
   authz.rejectUnknown(['rules']);
   return authz.list('rules').map((r) => {
-    r.rejectUnknown(['identity', 'keys', 'algorithms', 'rateLimit']);
+    r.rejectUnknown(['identity', 'keys', 'algorithms', 'rateLimit', 'ticketKeyScopes']);
     const identity = r.string('identity');
     try {
       parseIdentityPattern(identity);
@@ -96,7 +98,8 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
       throw new ConfigError(`${r.path}.identity`, (err as Error).message);
     }
     const keys = r.stringList('keys');
-    if (keys.length === 0) throw new ConfigError(`${r.path}.keys`, 'must list at least one key name (deny is the default)');
+    const ticketKeyScopes = readTicketKeyScopes(r);
+    if (keys.length === 0 && ticketKeyScopes.length === 0) throw new ConfigError(`${r.path}.keys`, 'must list at least one key name or ticket key scope (deny is the default)');
     for (const [i, k] of keys.entries()) {
       if (k.includes('*') && k.indexOf('*') !== k.length - 1) throw new ConfigError(`${r.path}.keys[${i}]`, 'a wildcard is allowed only as the last character');
       if (!k.includes('*') && !keyNames.has(k)) throw new ConfigError(`${r.path}.keys[${i}]`, `no key named "${k}" in keys`);
@@ -114,8 +117,32 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
       if (perSecond === 0) throw new ConfigError(`${rl.path}.perSecond`, 'is required');
       rateLimit = { perSecond, burst: rl.integer('burst', perSecond, 1) };
     }
-    return { identity, keys, algorithms, rateLimit };
+    return { identity, keys, algorithms, rateLimit, ticketKeyScopes };
   });
+}
+
+function readTicketKeyScopes(rule: FieldReader): string[] {
+  const scopes = rule.stringList('ticketKeyScopes');
+  for (const [i, scope] of scopes.entries()) {
+    const literal = scope.endsWith('*') ? scope.slice(0, -1) : scope;
+    if (literal.includes('*') || (literal !== '' && !TICKET_SCOPE.test(literal)) || (literal === '' && scope !== '*')) {
+      throw new ConfigError(`${rule.path}.ticketKeyScopes[${i}]`, 'must be 1-64 letters, digits, ".", "_" or "-", optionally ending with a wildcard "*"');
+    }
+  }
+  return scopes;
+}
+
+function readTicketKeys(root: FieldReader, rules: AuthorizationRule[]): TicketKeysSection | undefined {
+  if (!root.has('ticketKeys')) {
+    const granting = rules.findIndex((r) => r.ticketKeyScopes.length > 0);
+    if (granting >= 0) throw new ConfigError(`authorization.rules[${granting}].ticketKeyScopes`, 'grants ticket key scopes but there is no ticketKeys section');
+    return undefined;
+  }
+  const t = root.object('ticketKeys');
+  t.rejectUnknown(['root', 'epochSeconds', 'decryptEpochs']);
+  const rootLabel = t.string('root');
+  if (!KEY_NAME.test(rootLabel)) throw new ConfigError(`${t.path}.root`, 'must be the CKA_LABEL of the root secret (letters, digits, ".", "_" or "-")');
+  return { root: rootLabel, epochSeconds: t.integer('epochSeconds', 3600, 1, 7 * 86_400), decryptEpochs: t.integer('decryptEpochs', 2, 0, 48) };
 }
 
 const ECDSA_ALGORITHMS = algorithmNamesForKeyType(KeyType.KEY_TYPE_EC);
@@ -144,7 +171,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
   const doc = structuredClone((document ?? {}) as Record<string, unknown>);
   const environmentOverrides = typeof doc === 'object' && !Array.isArray(doc) && doc !== null ? applyEnvOverrides(doc, env) : [];
   const root = FieldReader.root(doc);
-  root.rejectUnknown(['pkcs11', 'keys', 'listen', 'tls', 'authorization', 'limits', 'logging', 'shutdown']);
+  root.rejectUnknown(['pkcs11', 'keys', 'listen', 'tls', 'authorization', 'ticketKeys', 'limits', 'logging', 'shutdown']);
 
   const p = root.object('pkcs11');
   p.rejectUnknown(['module', 'environment', 'token', 'pin', 'signThreads', 'sessions', 'operationTimeoutMs', 'certificateRefreshMs', 'healthCheckIntervalMs', 'reconnectBackoffMs', 'allowExtractableKeys']);
@@ -171,6 +198,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
 
   const keys = readKeys(root);
   const rules = readRules(root, new Set(keys.map((k) => k.name)));
+  const ticketKeys = readTicketKeys(root, rules);
 
   const listen = root.object('listen');
   listen.rejectUnknown(['grpc', 'http']);
@@ -228,6 +256,7 @@ export function buildConfig(document: unknown, baseDir: string, env: NodeJS.Proc
       ...(crl !== undefined ? { crl: resolvePath(baseDir, crl) } : {}),
     },
     authorization: { rules },
+    ...(ticketKeys ? { ticketKeys } : {}),
     limits: {
       maxInFlight: limits.integer('maxInFlight', 4096, 1),
       maxStreamInFlight: limits.integer('maxStreamInFlight', 1024, 1),

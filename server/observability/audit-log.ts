@@ -13,8 +13,18 @@ export type SignatureRecord = {
   request_id: string;
 };
 
-/** A request that produced no signature. */
+/** A set of session-ticket keys sent to a watcher: who, which scope and epochs, never the keys. */
+export type TicketKeysRecord = {
+  identity: string;
+  scope: string;
+  /** Epoch numbers sent, oldest..newest. */
+  epochs: string;
+  rpc: 'WatchTicketKeys';
+};
+
+/** A request that produced no signature (or no ticket keys: kind 'ticket keys'). */
 export interface RefusalRecord {
+  kind?: 'sign' | 'ticket keys';
   identity: string;
   /** The gRPC status code name: the aggregation reason. */
   outcome: string;
@@ -50,6 +60,10 @@ export class AuditLog {
     this.logger.audit('sign', r);
   }
 
+  ticketKeysSent(r: TicketKeysRecord): void {
+    this.logger.audit('ticket keys', r);
+  }
+
   refused(r: RefusalRecord): void {
     const second = Math.floor(Date.now() / 1000);
     if (second !== this.second || this.refusals.size >= MAX_PENDING) {
@@ -60,7 +74,7 @@ export class AuditLog {
       this.flushTimer = setTimeout(() => this.flush(), (second + 1) * 1000 - Date.now() + 5);
       this.flushTimer.unref();
     }
-    const id = `${r.identity}\u0000${r.outcome}`;
+    const id = `${r.kind ?? 'sign'}\u0000${r.identity}\u0000${r.outcome}`;
     const pending = this.refusals.get(id);
     if (pending) pending.count++;
     else this.refusals.set(id, { first: r, count: 1 });
@@ -73,7 +87,7 @@ export class AuditLog {
     if (this.refusals.size === 0) return;
     const window = new Date(this.second * 1000).toISOString();
     for (const { first, count } of this.refusals.values()) {
-      this.logger.audit('sign refused', {
+      this.logger.audit(`${first.kind ?? 'sign'} refused`, {
         identity: first.identity, outcome: first.outcome, count, second: window,
         first_rpc: first.rpc, first_key: first.key, first_algorithm: first.algorithm, first_error: first.error,
       });

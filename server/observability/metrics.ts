@@ -132,6 +132,20 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  private readonly ticketKeyFetches = new client.Counter({
+    name: 'hsmgw_ticket_key_fetches_total',
+    help: 'Session-ticket key sets sent to WatchTicketKeys callers and refused requests, by scope and result (gRPC status code name); refused requests have scope "-", scopes beyond 100 distinct ones count as "other".',
+    labelNames: ['scope', 'result'] as const,
+    registers: [this.registry],
+  });
+  private readonly ticketKeyDerivations = new client.Counter({
+    name: 'hsmgw_ticket_key_derivations_total',
+    help: 'Epoch session-ticket keys derived in the HSM (one HMAC with the root per scope and epoch), by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  private readonly ticketKeyScopes = new Set<string>();
+
   private readonly signCounterChildren = new Map<string, client.Counter.Internal>();
   private readonly unaryDuration = this.requestDuration.labels('Sign');
   private readonly streamDuration = this.requestDuration.labels('SignStream');
@@ -162,6 +176,21 @@ export class GatewayMetrics {
       registers: [this.registry], collect() { this.set(source.stats.connections); },
     });
   }
+
+  /** Open WatchTicketKeys streams. */
+  watchTicketKeyWatchers(source: { readonly size: number }): void {
+    new client.Gauge({
+      name: 'hsmgw_ticket_key_watchers', help: 'Open WatchTicketKeys streams (TLS servers following a scope\'s session-ticket keys).',
+      registers: [this.registry], collect() { this.set(source.size); },
+    });
+  }
+
+  ticketKeyFetch(scope: string, result: string): void {
+    if (!this.ticketKeyScopes.has(scope) && this.ticketKeyScopes.size < 100) this.ticketKeyScopes.add(scope);
+    this.ticketKeyFetches.labels(this.ticketKeyScopes.has(scope) ? scope : 'other', result).inc();
+  }
+
+  ticketKeyDerived(ok: boolean): void { this.ticketKeyDerivations.labels(ok ? 'ok' : 'failed').inc(); }
 
   signAnswered(key: string, algorithm: string, code: string, seconds: number, rpc: 'Sign' | 'SignStream'): void {
     const id = `${key}\u0000${algorithm}\u0000${code}`;

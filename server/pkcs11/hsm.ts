@@ -151,6 +151,25 @@ export class Hsm {
     this.keyConfigs = keyConfigs;
   }
 
+  /**
+   * Runs `fn` on the control session, on this thread: for rare, quick operations such as
+   * ticket-key derivation, never for the sign path. `generation` changes when the module
+   * reconnects; handles found under an older generation are stale. A PKCS#11 failure is
+   * handled like one on the sign path (reconnect, re-login) and thrown as an Hsm*Error.
+   */
+  withControlSession<T>(fn: (module: HsmModule, session: Buffer, generation: number) => T): T {
+    if (!this.ready || !this.controlSession) throw new HsmUnavailableError(`HSM unavailable (${this.currentState})`);
+    try {
+      return fn(this.module, this.controlSession, this.module.generation);
+    } catch (err) {
+      const ckr = ckrName(err);
+      if (ckr === undefined) throw err;
+      this.onFailure(ckr, 'control session');
+      if (classifyCkr(ckr) === 'login-lost') void this.relogin();
+      throw this.toHsmError(err);
+    }
+  }
+
   async sign(key: ResolvedKey, algorithm: SignatureAlgorithm, data: Buffer, deadline: number): Promise<SignTiming> {
     let waitSeconds = 0;
     for (let attempt = 0; ; attempt++) {

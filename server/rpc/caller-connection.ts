@@ -1,11 +1,11 @@
-import { status, type ServerDuplexStream, type ServerUnaryCall } from '@grpc/grpc-js';
+import { status, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
 import type { ServerHttp2Session } from 'node:http2';
 import type { PeerIdentity } from '../auth/peer-identity';
 import type { ChainProblem } from '../tls/client-trust';
 import type { PeerConnection } from '../tls/peer-connection';
 import { GatewayError } from './gateway-error';
 
-type AnyCall = ServerUnaryCall<unknown, unknown> | ServerDuplexStream<unknown, unknown>;
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerDuplexStream<unknown, unknown> | ServerWritableStream<unknown, unknown>;
 
 /** A connection whose client certificate carries an identity. */
 export type AuthenticatedConnection = PeerConnection & { readonly identity: PeerIdentity };

@@ -10,6 +10,7 @@ import * as pkcs11js from 'pkcs11js';
 import { ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
 import { createCertificateAuthority, issueLeaf, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
 import { HsmModule } from '../../server/pkcs11/hsm-module';
+import { findSecretKeyByLabel } from '../../server/pkcs11/ticket-root';
 import { findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../../server/pkcs11/token-admin';
 import * as x509 from '../../common/x509/x509-library';
 
@@ -26,6 +27,16 @@ export const EXTRA_KEYS: ReadonlyArray<{ name: string; spec: KeySpec }> = [
 
 /** On the token but in no default config: extractable and not sensitive. */
 export const EXTRACTABLE_KEY = 'test-extractable';
+/** A generic secret that could leave the token: the gateway must refuse it as a ticket-key root. */
+export const EXTRACTABLE_TICKET_ROOT = 'test-extractable-ticket-root';
+
+function generateExtractableSecret(module: HsmModule, session: Buffer, label: string): void {
+  module.p11.C_GenerateKey(session, { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_GENERIC_SECRET },
+    { type: pkcs11js.CKA_VALUE_LEN, value: 32 }, { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_LABEL, value: label },
+    { type: pkcs11js.CKA_SIGN, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: false }, { type: pkcs11js.CKA_EXTRACTABLE, value: true },
+  ]);
+}
 
 function generateExtractableKey(module: HsmModule, session: Buffer, label: string): void {
   const id = Buffer.from(label);
@@ -103,6 +114,7 @@ async function prepare(): Promise<TestEnvironment> {
     }
     // A key whose private part could leave the token: the gateway must refuse it by default.
     if (!findPrivateKeyByLabel(module, session, EXTRACTABLE_KEY)) generateExtractableKey(module, session, EXTRACTABLE_KEY);
+    if (!findSecretKeyByLabel(module, session, EXTRACTABLE_TICKET_ROOT)) generateExtractableSecret(module, session, EXTRACTABLE_TICKET_ROOT);
     module.closeSession(session);
   } finally {
     module.finalize();

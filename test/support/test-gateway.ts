@@ -23,6 +23,8 @@ export interface TestGatewayOptions {
   tls?: Record<string, string>;
   /** Replaces the authorization section. */
   authorization?: Record<string, unknown>;
+  /** The ticketKeys section (absent: the TicketKeys service is not offered). */
+  ticketKeys?: Record<string, unknown>;
   /** Write the config to this YAML file and watch it (live reload), polling at watchIntervalMs. */
   configFile?: string;
   watchIntervalMs?: number;
@@ -64,6 +66,7 @@ export function testConfigDocument(env: TestEnvironment, options: TestGatewayOpt
         { identity: IDENTITIES.dnsOnly, keys: ['dev-rsa'] },
       ],
     },
+    ...(options.ticketKeys ? { ticketKeys: options.ticketKeys } : {}),
     limits: options.limits ?? {},
     logging: { level: 'warn', audit: false, ...options.logging },
     shutdown: { graceMs: 2000, ...options.shutdown },

@@ -19,7 +19,8 @@
         "src/node/node_provider.cc",
         "src/node/nonblocking.cc",
         "src/node/remote_signer.cc",
-        "src/node/self_check.cc"
+        "src/node/self_check.cc",
+        "src/node/ticket_keys.cc"
       ],
       "include_dirs": ["src/core", "src/node", "build/generated"],
       "defines": ["NAPI_VERSION=8", "OPENSSL_API_COMPAT=30000", "OPENSSL_NO_DEPRECATED"],

@@ -12,6 +12,7 @@
 #include "provider.h"
 #include "remote_signer.h"
 #include "self_check.h"
+#include "ticket_keys.h"
 
 namespace keyless {
 namespace {
@@ -380,6 +381,7 @@ napi_value PeerCredentialsJs(napi_env env, napi_callback_info info) {
 napi_value Init(napi_env env, napi_value exports) {
   std::string error;
   if (!RegisterProvider(&error)) return Throw(env, "keyless: cannot load the OpenSSL provider: " + error);
+  if (!RegisterTicketKeyFunctions(env, exports)) return ThrowLastError(env, "RegisterTicketKeyFunctions");
   const napi_property_descriptor methods[] = {
       {"createBridge", nullptr, CreateBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"destroyBridge", nullptr, DestroyBridgeJs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

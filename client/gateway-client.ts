@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { KeylessBridge } from './keyless/keyless-bridge';
 import {
-  SignatureAlgorithm, SignerClient, type KeyInfo, type SignResponse,
+  SignatureAlgorithm, SignerClient, type KeyInfo, type SignRequest, type SignResponse,
 } from '../proto/generated/hsmgateway/v1/signer';
 import { keyTypeName, type AlgorithmName, type KeyTypeName } from '../common/algorithms';
 import { GatewayClientError } from './gateway-client-error';
@@ -192,11 +192,7 @@ export class GatewayClient {
   /** Signs a digest (or, for ED25519, a message) with a named key. ECDSA signatures are DER. */
   async sign(key: string, algorithm: SignatureAlgorithm | AlgorithmName, digest: Buffer): Promise<Buffer> {
     const alg = algorithmValue(algorithm);
-    const input = alg === SignatureAlgorithm.ED25519 ? { $case: 'message' as const, value: digest } : { $case: 'digest' as const, value: digest };
-    const response = await this.withFailover((client, deadline) => new Promise<SignResponse>((resolve, reject) => {
-      client.sign({ key, algorithm: alg, input, requestId: 0n }, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
-    }));
-    return Buffer.from(response.signature);
+    return this.unarySign(key, alg, alg === SignatureAlgorithm.ED25519 ? { $case: 'message', value: digest } : { $case: 'digest', value: digest });
   }
 
   /**
@@ -213,9 +209,13 @@ export class GatewayClient {
 
   /** Signs a whole message; the gateway hashes it (capped at the gateway's message limit). */
   async signMessage(key: string, algorithm: SignatureAlgorithm | AlgorithmName, message: Buffer): Promise<Buffer> {
-    const alg = algorithmValue(algorithm);
+    return this.unarySign(key, algorithmValue(algorithm), { $case: 'message', value: message });
+  }
+
+  /** One unary Sign call, failed over like every call. */
+  private async unarySign(key: string, algorithm: SignatureAlgorithm, input: SignRequest['input']): Promise<Buffer> {
     const response = await this.withFailover((client, deadline) => new Promise<SignResponse>((resolve, reject) => {
-      client.sign({ key, algorithm: alg, input: { $case: 'message', value: message }, requestId: 0n }, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+      client.sign({ key, algorithm, input, requestId: 0n }, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
     }));
     return Buffer.from(response.signature);
   }

@@ -1,8 +1,7 @@
 // The agent's metrics, declared once, in one place.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { latencyBuckets } from '../../common/latency-buckets';
 
-/** 100 µs doubling to ~6.5 s: a gateway round trip including the HSM operation. */
-const LATENCY_BUCKETS = Array.from({ length: 17 }, (_, i) => 0.0001 * 2 ** i);
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -15,7 +14,7 @@ export class AgentMetrics {
   private readonly duration = new Histogram({
     name: 'hsmgw_agent_sign_duration_seconds',
     help: 'Time from a sign request read on the socket to its answer: the gateway round trip with failover and queueing',
-    buckets: LATENCY_BUCKETS,
+    buckets: latencyBuckets(),
     registers: [this.registry],
   });
   private readonly open = new Gauge({

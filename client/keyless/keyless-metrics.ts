@@ -5,6 +5,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { NonBlockingStats, SignSample } from './keyless-addon';
+import { latencyBuckets } from '../../common/latency-buckets';
 
 /** Where the non-blocking mode's counters come from (native stats, JS refusals). */
 export interface NonBlockingSources {
@@ -12,8 +13,6 @@ export interface NonBlockingSources {
   refusals: () => ReadonlyMap<string, number>;
 }
 
-/** 100 us doubling to ~6.5 s: sized for HSM operations plus a network round trip. */
-const LATENCY_BUCKETS = Array.from({ length: 17 }, (_, i) => 0.0001 * 2 ** i);
 const DRAIN_INTERVAL_MS = 5000;
 
 export class KeylessMetrics {
@@ -40,7 +39,7 @@ export class KeylessMetrics {
       name: 'hsmgw_keyless_sign_duration_seconds',
       help: 'Time from the handshake asking for a remote signature to the answer: time the TLS thread was blocked (blocking path) or the handshake was paused (non-blocking mode)',
       labelNames: ['key', 'result'],
-      buckets: LATENCY_BUCKETS,
+      buckets: latencyBuckets(),
       registers: [this.registry],
       collect,
     });

@@ -10,6 +10,7 @@ import { createOpsServer } from '../observability/http-server';
 import { Logger } from '../observability/logger';
 import { CLIENT_FLAG_SPEC, CLIENT_OPTIONS_HELP, clientOptionsFromFlags, type ClientFlags } from './client-options';
 import { EXIT_OK, UsageError, parseFlags, runCommand } from './command-support';
+import { parseHostPort } from '../../common/names';
 
 export const DEFAULT_AGENT_SOCKET = '/run/hsm-gateway/agent.sock';
 export const DEFAULT_AGENT_METRICS_LISTEN = '127.0.0.1:9465';
@@ -55,9 +56,9 @@ function ids(kind: 'user' | 'group', flag: string, values: string[] | undefined)
 }
 
 function hostPort(flag: string, value: string): { host: string; port: number } {
-  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
-  if (!match) throw new UsageError(`--${flag} "${value}": use HOST:PORT`);
-  return { host: match[1].replace(/^\[|\]$/g, ''), port: Number(match[2]) };
+  const address = parseHostPort(value);
+  if (!address) throw new UsageError(`--${flag} "${value}": use HOST:PORT`);
+  return address;
 }
 
 export async function agentCommand(argv: string[]): Promise<number> {

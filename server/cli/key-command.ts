@@ -7,9 +7,9 @@ import { findSecretKeyByLabel, generateTicketRoot } from '../pkcs11/ticket-root'
 import {
   ADMIN_OPTIONS_HELP, CommandError, EXIT_CODES_HELP, EXIT_OK, UsageError, adminConfigFile, parseFlags, runCommand, writeJson,
 } from './command-support';
+import { isKeyName, KEY_NAME_RULE } from '../../common/names';
 
 /** Same rule as gateway key names, so a generated label can be used as a name unchanged. */
-const KEY_LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export const KEY_HELP = `Usage: hsm-gateway key <generate|list> [options]
 
@@ -80,7 +80,7 @@ async function generate(argv: string[]): Promise<number> {
     return EXIT_OK;
   }
   if (values.name === undefined || values.type === undefined) throw new UsageError('--name and --type are required');
-  if (!KEY_LABEL.test(values.name)) throw new UsageError(`--name "${values.name}": use letters, digits, ".", "_" or "-" (up to 128), starting with a letter or digit`);
+  if (!isKeyName(values.name)) throw new UsageError(`--name "${values.name}": use ${KEY_NAME_RULE}`);
   if (values.type === TICKET_ROOT_TYPE) return generateRoot(values.name, values.config, values.json === true);
   if (!(KEY_SPECS as readonly string[]).includes(values.type)) throw new UsageError(`--type "${values.type}": use one of ${KEY_SPECS.join(', ')}`);
   const spec = values.type as KeySpec;

@@ -9,11 +9,11 @@ import { ConfigError } from './config-error';
 import { FieldReader } from './field-reader';
 import type { AuthorizationRule, EnvironmentOverride, GatewayConfig, KeyConfig, LogLevel, TicketKeysSection } from './gateway-config';
 import { parsePkcs11Uri } from '../pkcs11/rfc7512';
+import { isKeyName, KEY_NAME_RULE, parseHostPort } from '../../common/names';
 
 export const DEFAULT_GRPC_LISTEN = '127.0.0.1:8443';
 export const DEFAULT_HTTP_LISTEN = '127.0.0.1:9464';
 export const DEFAULT_SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
-const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** A session-ticket key scope: a group of hostnames that resume each other's sessions. */
 export const TICKET_SCOPE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -55,10 +55,9 @@ function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv)
 }
 
 export function parseListenAddress(field: string, value: string): { host: string; port: number } {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new ConfigError(field, `must be host:port, e.g. 127.0.0.1:8443 (got ${JSON.stringify(value)})`);
-  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+  const address = parseHostPort(value);
+  if (!address) throw new ConfigError(field, `must be host:port, e.g. 127.0.0.1:8443 (got ${JSON.stringify(value)})`);
+  return address;
 }
 
 function readKeys(root: FieldReader): KeyConfig[] {
@@ -66,7 +65,7 @@ function readKeys(root: FieldReader): KeyConfig[] {
   return root.list('keys').map((k) => {
     k.rejectUnknown(['name', 'label', 'id', 'uri']);
     const name = k.string('name');
-    if (!KEY_NAME.test(name)) throw new ConfigError(`${k.path}.name`, 'must be 1-128 characters of letters, digits, ".", "_" or "-", starting with a letter or digit');
+    if (!isKeyName(name)) throw new ConfigError(`${k.path}.name`, `must be ${KEY_NAME_RULE}`);
     if (names.has(name)) throw new ConfigError(`${k.path}.name`, `duplicate key name "${name}"`);
     names.add(name);
     const key: KeyConfig = { name, label: k.optionalString('label'), id: k.optionalString('id')?.toLowerCase(), uri: k.optionalString('uri') };
@@ -141,7 +140,7 @@ function readTicketKeys(root: FieldReader, rules: AuthorizationRule[]): TicketKe
   const t = root.object('ticketKeys');
   t.rejectUnknown(['root', 'epochSeconds', 'decryptEpochs']);
   const rootLabel = t.string('root');
-  if (!KEY_NAME.test(rootLabel)) throw new ConfigError(`${t.path}.root`, 'must be the CKA_LABEL of the root secret (letters, digits, ".", "_" or "-")');
+  if (!isKeyName(rootLabel)) throw new ConfigError(`${t.path}.root`, 'must be the CKA_LABEL of the root secret (letters, digits, ".", "_" or "-")');
   return { root: rootLabel, epochSeconds: t.integer('epochSeconds', 3600, 1, 7 * 86_400), decryptEpochs: t.integer('decryptEpochs', 2, 0, 48) };
 }
 

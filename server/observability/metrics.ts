@@ -1,7 +1,6 @@
 import * as client from 'prom-client';
+import { latencyBuckets } from '../../common/latency-buckets';
 
-/** Latency buckets sized for HSM operations: 100 µs doubling up to ~6.5 s. */
-const LATENCY_BUCKETS = Array.from({ length: 17 }, (_, i) => 0.0001 * 2 ** i);
 
 export interface PoolGaugeSource {
   poolStats: { size: number; inUse: number; idle: number; waiting: number; max: number };
@@ -29,19 +28,19 @@ export class GatewayMetrics {
     name: 'hsmgw_sign_request_duration_seconds',
     help: 'Whole sign request, from receipt to answer, including queueing for a session and the HSM call.',
     labelNames: ['rpc'] as const,
-    buckets: LATENCY_BUCKETS,
+    buckets: latencyBuckets(),
     registers: [this.registry],
   });
   private readonly sessionWait = new client.Histogram({
     name: 'hsmgw_session_wait_seconds',
     help: 'Time a sign request waited for a free PKCS#11 session (queue time).',
-    buckets: LATENCY_BUCKETS,
+    buckets: latencyBuckets(),
     registers: [this.registry],
   });
   private readonly hsmOperation = new client.Histogram({
     name: 'hsmgw_hsm_operation_seconds',
     help: 'Time inside the HSM: C_SignInit + C_Sign on the sign thread, not including any queueing.',
-    buckets: LATENCY_BUCKETS,
+    buckets: latencyBuckets(),
     registers: [this.registry],
   });
   private readonly hsmErrors = new client.Counter({

@@ -4,13 +4,13 @@ import type { SignRequest } from '../../proto/generated/hsmgateway/v1/signer';
 import type { AlgorithmSpec } from '../../common/algorithms';
 import type { ResolvedKey } from '../pkcs11/key-store';
 import { GatewayError } from './gateway-error';
+import { isKeyName, KEY_NAME_RULE } from '../../common/names';
 
-const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** A key name that cannot name a configured key is malformed input, whoever asks. */
 export function checkKeyName(name: string): void {
   if (name.length === 0) throw new GatewayError(status.INVALID_ARGUMENT, 'key is required');
-  if (!KEY_NAME.test(name)) throw new GatewayError(status.INVALID_ARGUMENT, 'key name must be 1-128 characters of letters, digits, ".", "_" or "-"');
+  if (!isKeyName(name)) throw new GatewayError(status.INVALID_ARGUMENT, `key name must be ${KEY_NAME_RULE}`);
 }
 
 export function checkAlgorithmFitsKey(spec: AlgorithmSpec | undefined, algorithm: number, key: ResolvedKey): AlgorithmSpec {

@@ -4,7 +4,7 @@ import type { HsmModule } from '../pkcs11/hsm-module';
 import { orderChain } from '../pkcs11/key-store';
 import { storeCertificate } from '../pkcs11/token-admin';
 import { tolerate } from '../pkcs11/ckr';
-import { certificatesWithId } from './token-keys';
+import { certificatesWithId } from '../pkcs11/token-objects';
 
 export type ChainRefusal = 'no-certificate' | 'not-a-certificate' | 'public-key-mismatch' | 'broken-chain' | 'expired';
 

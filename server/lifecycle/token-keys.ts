@@ -4,7 +4,7 @@ import { KeyType } from '../../proto/generated/hsmgateway/v1/signer';
 import type { KeyConfig } from '../config/gateway-config';
 import type { HsmModule } from '../pkcs11/hsm-module';
 import { orderChain, resolveKey, type ResolvedKey } from '../pkcs11/key-store';
-import { parsePkcs11Uri } from '../pkcs11/rfc7512';
+import { certificatesWithId, keySelector, readAttribute, readFlag } from '../pkcs11/token-objects';
 
 /** Private-key attributes that say whether the key can leave the token and what it may do. */
 export interface KeyFlags {
@@ -52,14 +52,9 @@ export interface TokenKey {
   problem?: string;
 }
 
-function attribute(module: HsmModule, session: Buffer, handle: Buffer, type: number): Buffer {
-  return module.p11.C_GetAttributeValue(session, handle, [{ type }])[0].value as Buffer;
-}
-
 function flag(module: HsmModule, session: Buffer, handle: Buffer, type: number): boolean {
   try {
-    const v = attribute(module, session, handle, type);
-    return v.length > 0 && v[0] !== 0;
+    return readFlag(module, session, handle, type);
   } catch {
     return false;
   }
@@ -80,26 +75,15 @@ export function keyFlags(module: HsmModule, session: Buffer, handle: Buffer): Ke
   };
 }
 
-/** DER values of every certificate object stored under a CKA_ID. */
-export function certificatesWithId(module: HsmModule, session: Buffer, id: Buffer): Array<{ handle: Buffer; der: Buffer }> {
-  if (id.length === 0) return [];
-  const handles = module.findObjects(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE }, { type: pkcs11js.CKA_ID, value: id }], 256);
-  return handles.map((handle) => ({ handle, der: attribute(module, session, handle, pkcs11js.CKA_VALUE) }));
-}
-
 /** True when a gateway key entry (label, id and/or RFC 7512 URI) selects this token key. */
 export function configSelects(entry: KeyConfig, label: string, id: string): boolean {
-  let wantLabel = entry.label;
-  let wantId = entry.id;
-  if (entry.uri !== undefined) {
-    try {
-      const uri = parsePkcs11Uri(entry.uri);
-      wantLabel ??= uri.object;
-      wantId ??= uri.id;
-    } catch {
-      return false;
-    }
+  let wanted: { label?: string; id?: string };
+  try {
+    wanted = keySelector(entry);
+  } catch {
+    return false; // a URI that does not parse selects nothing
   }
+  const { label: wantLabel, id: wantId } = wanted;
   if (wantLabel === undefined && wantId === undefined) return false;
   return (wantLabel === undefined || wantLabel === label) && (wantId === undefined || wantId === id);
 }
@@ -122,8 +106,8 @@ function describeCertificate(chain: Buffer[], now: Date): InstalledCertificate {
 
 /** Describes one private key object: type, flags, installed chain, gateway names. */
 export function describeTokenKey(module: HsmModule, session: Buffer, handle: Buffer, gatewayKeys: KeyConfig[], now = new Date()): TokenKey {
-  const label = attribute(module, session, handle, pkcs11js.CKA_LABEL).toString('utf8');
-  const idBytes = attribute(module, session, handle, pkcs11js.CKA_ID);
+  const label = readAttribute(module, session, handle, pkcs11js.CKA_LABEL).toString('utf8');
+  const idBytes = readAttribute(module, session, handle, pkcs11js.CKA_ID);
   const id = idBytes.toString('hex');
   const out: TokenKey = {
     label, id, type: 'unknown', flags: keyFlags(module, session, handle), strayCertificates: 0,

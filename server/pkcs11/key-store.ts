@@ -6,7 +6,7 @@ import { algorithmsForKeyType, curveFromParams, isEd25519Params } from '../../co
 import type { HsmModule } from './hsm-module';
 import { CKK_EC_EDWARDS } from './mechanisms';
 import { ecSpki, ed25519Spki, rsaSpki } from './public-key';
-import { parsePkcs11Uri } from './rfc7512';
+import { certificatesWithId, keySelector, readAttribute, readFlag, readUlong } from './token-objects';
 
 /** A configured key, found on the token, with everything a request needs without asking the HSM. */
 export interface ResolvedKey {
@@ -33,29 +33,9 @@ export interface ResolvedKey {
 
 export interface KeyWarning { key: string; message: string }
 
-function attr(module: HsmModule, session: Buffer, handle: Buffer, type: number): Buffer {
-  return module.p11.C_GetAttributeValue(session, handle, [{ type }])[0].value as Buffer;
-}
-
-function boolAttr(module: HsmModule, session: Buffer, handle: Buffer, type: number): boolean {
-  const v = attr(module, session, handle, type);
-  return v.length > 0 && v[0] !== 0;
-}
-
-function ulongAttr(module: HsmModule, session: Buffer, handle: Buffer, type: number): number {
-  const v = attr(module, session, handle, type);
-  return v.length >= 8 ? Number(v.readBigUInt64LE(0)) : v.readUInt32LE(0);
-}
-
 function privateKeyTemplate(key: KeyConfig): pkcs11js.Template {
   const template: pkcs11js.Template = [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }];
-  let label = key.label;
-  let id = key.id;
-  if (key.uri !== undefined) {
-    const uri = parsePkcs11Uri(key.uri);
-    label = label ?? uri.object;
-    id = id ?? uri.id;
-  }
+  const { label, id } = keySelector(key);
   if (label !== undefined) template.push({ type: pkcs11js.CKA_LABEL, value: label });
   if (id !== undefined) template.push({ type: pkcs11js.CKA_ID, value: Buffer.from(id, 'hex') });
   return template;
@@ -84,25 +64,20 @@ export function orderChain(certs: Buffer[], spki: Buffer): Buffer[] {
 
 function readCertificates(module: HsmModule, session: Buffer, id: Buffer, spki: Buffer): Buffer[] {
   if (id.length === 0) return [];
-  const handles = module.findObjects(session, [
-    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE },
-    { type: pkcs11js.CKA_ID, value: id },
-  ], 32);
-  return orderChain(handles.map((h) => attr(module, session, h, pkcs11js.CKA_VALUE)), spki);
+  return orderChain(certificatesWithId(module, session, id).map((c) => c.der), spki);
 }
 
 /** The public point lives on the public key object (same CKA_ID) or, failing that, in a certificate. */
 function findEcPoint(module: HsmModule, session: Buffer, id: Buffer): Buffer | undefined {
   const pubs = id.length ? module.findObjects(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_ID, value: id }], 1) : [];
-  if (pubs.length) return attr(module, session, pubs[0], pkcs11js.CKA_EC_POINT);
+  if (pubs.length) return readAttribute(module, session, pubs[0], pkcs11js.CKA_EC_POINT);
   return undefined;
 }
 
 function spkiFromCertificates(module: HsmModule, session: Buffer, id: Buffer): Buffer | undefined {
-  if (!id.length) return undefined;
-  const certs = module.findObjects(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE }, { type: pkcs11js.CKA_ID, value: id }], 1);
+  const certs = certificatesWithId(module, session, id);
   if (!certs.length) return undefined;
-  const x509 = new X509Certificate(attr(module, session, certs[0], pkcs11js.CKA_VALUE));
+  const x509 = new X509Certificate(certs[0].der);
   return x509.publicKey.export({ type: 'spki', format: 'der' });
 }
 
@@ -111,28 +86,28 @@ export function resolveKey(module: HsmModule, session: Buffer, key: KeyConfig): 
   if (handles.length === 0) throw new Error(`key "${key.name}": no private key with ${describe(key)} on the token`);
   if (handles.length > 1) throw new Error(`key "${key.name}": ${describe(key)} matches more than one private key; add id to disambiguate`);
   const handle = handles[0];
-  const id = attr(module, session, handle, pkcs11js.CKA_ID);
-  const keyType = ulongAttr(module, session, handle, pkcs11js.CKA_KEY_TYPE);
+  const id = readAttribute(module, session, handle, pkcs11js.CKA_ID);
+  const keyType = readUlong(module, session, handle, pkcs11js.CKA_KEY_TYPE);
   const base = {
     name: key.name,
     handle,
     generation: module.generation,
     id: id.toString('hex'),
-    sensitive: boolAttr(module, session, handle, pkcs11js.CKA_SENSITIVE),
-    extractable: boolAttr(module, session, handle, pkcs11js.CKA_EXTRACTABLE),
+    sensitive: readFlag(module, session, handle, pkcs11js.CKA_SENSITIVE),
+    extractable: readFlag(module, session, handle, pkcs11js.CKA_EXTRACTABLE),
     certificateChain: [] as Buffer[],
   };
-  if (!boolAttr(module, session, handle, pkcs11js.CKA_SIGN)) throw new Error(`key "${key.name}": CKA_SIGN is false; the key cannot sign`);
+  if (!readFlag(module, session, handle, pkcs11js.CKA_SIGN)) throw new Error(`key "${key.name}": CKA_SIGN is false; the key cannot sign`);
 
   let resolved: ResolvedKey;
   if (keyType === pkcs11js.CKK_RSA) {
-    const modulus = attr(module, session, handle, pkcs11js.CKA_MODULUS);
-    const exponent = attr(module, session, handle, pkcs11js.CKA_PUBLIC_EXPONENT);
+    const modulus = readAttribute(module, session, handle, pkcs11js.CKA_MODULUS);
+    const exponent = readAttribute(module, session, handle, pkcs11js.CKA_PUBLIC_EXPONENT);
     const spki = rsaSpki(modulus, exponent);
     const bits = createPublicKey({ key: spki, format: 'der', type: 'spki' }).asymmetricKeyDetails?.modulusLength ?? modulus.length * 8;
     resolved = { ...base, type: KeyType.KEY_TYPE_RSA, bits, curve: '', spki, rawSignatureLength: Math.ceil(bits / 8), algorithms: algorithmsForKeyType(KeyType.KEY_TYPE_RSA) };
   } else if (keyType === pkcs11js.CKK_EC || keyType === CKK_EC_EDWARDS) {
-    const params = attr(module, session, handle, pkcs11js.CKA_EC_PARAMS);
+    const params = readAttribute(module, session, handle, pkcs11js.CKA_EC_PARAMS);
     const point = findEcPoint(module, session, id);
     if (keyType === CKK_EC_EDWARDS || isEd25519Params(params)) {
       if (!isEd25519Params(params)) throw new Error(`key "${key.name}": only Ed25519 is supported among Edwards curves`);

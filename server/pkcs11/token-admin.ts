@@ -7,7 +7,6 @@ import { createHash } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import type { HsmModule } from './hsm-module';
 import { CKM_EC_EDWARDS_KEY_PAIR_GEN, mechanismPlan } from './mechanisms';
-import { tolerate } from './ckr';
 import type { ResolvedKey } from './key-store';
 import { algorithmSpec, curveByName, ED25519_PARAMS_HEX, keyKindOf, type CurveSpec, type KeyKind } from '../../common/algorithms';
 
@@ -105,13 +104,6 @@ export function storeCertificate(module: HsmModule, session: Buffer, id: Buffer,
     { type: pkcs11js.CKA_SERIAL_NUMBER, value: names.serial },
     { type: pkcs11js.CKA_VALUE, value: der },
   ]);
-}
-
-/** Deletes every certificate object stored under a CKA_ID. */
-export function deleteCertificates(module: HsmModule, session: Buffer, id: Buffer): number {
-  const handles = module.findObjects(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE }, { type: pkcs11js.CKA_ID, value: id }], 64);
-  for (const h of handles) tolerate(() => module.p11.C_DestroyObject(session, h), 'CKR_OBJECT_HANDLE_INVALID');
-  return handles.length;
 }
 
 /**

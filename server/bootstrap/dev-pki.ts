@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '../../common/x509/x509-library';
+import { writePemFile } from '../../common/pem-file';
 
 /** @peculiar/x509 names the DOM's WebCrypto types; Node's are the same objects under other names. */
 type X509Crypto = Parameters<typeof x509.cryptoProvider.set>[0];
@@ -88,13 +89,6 @@ export async function issueLeaf(ca: CertificateAuthority, options: LeafOptions):
   return { certPem: cert.toString('pem') + '\n', keyPem: await keyPem(keys.privateKey) };
 }
 
-/** Writes a PEM file; private keys get mode 0600. */
-export function writePem(file: string, pem: string, secret: boolean): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, pem, { mode: secret ? 0o600 : 0o644 });
-  if (secret) fs.chmodSync(file, 0o600);
-}
-
 export const DEV_CLIENT_IDENTITY = 'spiffe://hsm-gateway.dev/proxy';
 
 export interface DevPkiPaths { ca: string; caKey: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string }
@@ -114,11 +108,11 @@ export async function ensureDevPki(dir: string): Promise<{ paths: DevPkiPaths; c
   const ca = await createCertificateAuthority('hsm-gateway dev CA');
   const server = await issueLeaf(ca, { commonName: 'hsm-gateway', dns: ['localhost'], ip: ['127.0.0.1', '::1'], usage: 'server' });
   const client = await issueLeaf(ca, { commonName: 'dev-proxy', uri: [DEV_CLIENT_IDENTITY], usage: 'client' });
-  writePem(paths.ca, ca.certPem, false);
-  writePem(paths.caKey, ca.keyPem, true);
-  writePem(paths.serverCert, server.certPem, false);
-  writePem(paths.serverKey, server.keyPem, true);
-  writePem(paths.clientCert, client.certPem, false);
-  writePem(paths.clientKey, client.keyPem, true);
+  writePemFile(paths.ca, ca.certPem, 0o644);
+  writePemFile(paths.caKey, ca.keyPem, 0o600);
+  writePemFile(paths.serverCert, server.certPem, 0o644);
+  writePemFile(paths.serverKey, server.keyPem, 0o600);
+  writePemFile(paths.clientCert, client.certPem, 0o644);
+  writePemFile(paths.clientKey, client.keyPem, 0o600);
   return { paths, created: true };
 }

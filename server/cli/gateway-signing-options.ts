@@ -1,10 +1,10 @@
 /** Flags shared by the commands that sign X.509 objects through the gateway (csr, cert self-sign). */
-import * as fs from 'node:fs';
 import type { GatewayClient } from '../../client/gateway-client';
 import { GatewaySigner, type HashName } from '../../client/gateway-signer';
 import { checkDistinguishedName, parseSubjectAltNames, type SubjectAltNames } from '../../common/x509/certificates';
 import { CLIENT_FLAG_SPEC, clientFromFlags, type ClientFlags } from './client-options';
 import { UsageError } from './command-support';
+import { writePemFile } from '../../common/pem-file';
 
 export const X509_SIGNING_FLAG_SPEC = {
   ...CLIENT_FLAG_SPEC,
@@ -82,5 +82,5 @@ export async function signerFromFlags(values: X509SigningFlags): Promise<{ clien
 /** Writes PEM output to --out or stdout. */
 export function writePemOutput(out: string | undefined, pem: string): void {
   if (out === undefined) process.stdout.write(pem);
-  else fs.writeFileSync(out, pem, { mode: 0o644 });
+  else writePemFile(out, pem, 0o644);
 }

@@ -8,6 +8,7 @@ import { X509Certificate } from 'node:crypto';
 import { encodeKeylessKeyPem } from '../../client/keyless/keyless-key-pem';
 import { CLIENT_FLAG_SPEC, CLIENT_OPTIONS_HELP, clientFromFlags } from './client-options';
 import { CommandError, EXIT_OK, UsageError, parseFlags, runCommand, writeJson } from './command-support';
+import { writePemFile } from '../../common/pem-file';
 
 /** The bridge id written in PEMs for the standalone provider, which signs through the agent. */
 export const AGENT_BRIDGE_ID = 'agent';
@@ -42,9 +43,9 @@ export async function keylessPemCommand(argv: string[]): Promise<number> {
       const keyPem = encodeKeylessKeyPem(AGENT_BRIDGE_ID, values.key, info.publicKey);
       const files = { key: path.join(outDir, `${values.key}.key`), crt: path.join(outDir, `${values.key}.crt`), pem: path.join(outDir, `${values.key}.pem`) };
       // Not secret, but read by the server's workers only: 0640.
-      fs.writeFileSync(files.key, keyPem, { mode: 0o640 });
-      fs.writeFileSync(files.crt, chain, { mode: 0o644 });
-      fs.writeFileSync(files.pem, chain + keyPem, { mode: 0o640 });
+      writePemFile(files.key, keyPem, 0o640);
+      writePemFile(files.crt, chain, 0o644);
+      writePemFile(files.pem, chain + keyPem, 0o640);
       if (values.json) writeJson({ key: values.key, files, certificates: info.certificateChain.length });
       else process.stdout.write(`wrote ${files.key}, ${files.crt} and ${files.pem} (${info.certificateChain.length} certificate(s))\n`);
       return EXIT_OK;

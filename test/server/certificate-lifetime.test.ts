@@ -14,13 +14,14 @@ import type * as http2 from 'node:http2';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { SignatureAlgorithm, SignRequest, SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
-import { createCertificateAuthority, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
+import { createCertificateAuthority, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
 import * as x509 from '../../common/x509/x509-library';
 import { IDENTITIES, loadDevCa, testEnvironment, writeIdentity, type ClientIdentity } from '../support/test-environment';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { connectRaw, RawSignStream, rawUnary, SessionWatch, SIGN_PATH } from '../support/raw-grpc';
 import { parsePrometheusText, sampleValue } from '../support/prometheus-text';
 import { verifySignature } from '../support/signatures';
+import { writePemFile } from '../../common/pem-file';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -180,7 +181,7 @@ describe('client CA and CRL changes reach open connections', () => {
     const fromNewCa = await writeIdentity(dir, 'new-ca-client', rotated, { commonName: 'new', uri: [IDENTITIES.dev], usage: 'client' });
     const t = performance.now();
     replaceFile(clientCa, rotated.certPem);
-    writePem(crl, await crlPem(rotated, []), false);
+    writePemFile(crl, await crlPem(rotated, []), 0o644);
     await Promise.race([old.watch.closed, sleep(5000)]);
     assert.ok(old.watch.goawayAt !== undefined && old.watch.closedAt !== undefined, 'the old CA\'s connection got GOAWAY and was closed');
     console.log(`# old-CA connection: GOAWAY ${Math.round(old.watch.goawayAt - t)} ms, closed ${Math.round(old.watch.closedAt - t)} ms after the client CA changed`);

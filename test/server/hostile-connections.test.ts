@@ -16,13 +16,14 @@ import * as tls from 'node:tls';
 import { KeyObject, randomBytes, webcrypto } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { SignatureAlgorithm, SignerClient, SignRequest, SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
-import { createCertificateAuthority, issueLeaf, writePem } from '../../server/bootstrap/dev-pki';
+import { createCertificateAuthority, issueLeaf } from '../../server/bootstrap/dev-pki';
 import * as x509 from '../../common/x509/x509-library';
 import { IDENTITIES, loadDevCa } from '../support/test-environment';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { verifySignature } from '../support/signatures';
 import { connectRaw, rawUnary, SIGN_PATH } from '../support/raw-grpc';
 import { parsePrometheusText, sampleValue, type ParsedMetrics } from '../support/prometheus-text';
+import { writePemFile } from '../../common/pem-file';
 
 type X509Crypto = Parameters<typeof x509.cryptoProvider.set>[0];
 type X509KeyPair = x509.X509CertificateCreateSelfSignedParams['keys'];
@@ -50,8 +51,8 @@ async function selfSigned(dir: string, name: string, subject: string): Promise<I
     ],
   });
   const id = { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
-  writePem(id.cert, cert.toString('pem') + '\n', false);
-  writePem(id.key, KeyObject.from(keys.privateKey).export({ type: 'pkcs8', format: 'pem' }).toString(), true);
+  writePemFile(id.cert, cert.toString('pem') + '\n', 0o644);
+  writePemFile(id.key, KeyObject.from(keys.privateKey).export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
   return id;
 }
 
@@ -152,8 +153,8 @@ describe('hostile connections are refused without affecting other clients', () =
     const issue = async (name: string, opts: Partial<Parameters<typeof issueLeaf>[1]>): Promise<void> => {
       const issued = await issueLeaf(devCa, { commonName: name, uri: [IDENTITIES.dev], usage: 'client', ...opts });
       ids[name] = { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
-      writePem(ids[name].cert, issued.certPem, false);
-      writePem(ids[name].key, issued.keyPem, true);
+      writePemFile(ids[name].cert, issued.certPem, 0o644);
+      writePemFile(ids[name].key, issued.keyPem, 0o600);
     };
     const day = 86_400_000;
     await issue('control', {});
@@ -168,8 +169,8 @@ describe('hostile connections are refused without affecting other clients', () =
     const twin = await createCertificateAuthority(devCa.cert.subject.replace(/^CN=/, ''));
     const twinLeaf = await issueLeaf(twin, { commonName: 'twin', uri: [IDENTITIES.dev], usage: 'client' });
     ids['ca-name-twin'] = { cert: path.join(dir, 'twin.pem'), key: path.join(dir, 'twin.key') };
-    writePem(ids['ca-name-twin'].cert, twinLeaf.certPem, false);
-    writePem(ids['ca-name-twin'].key, twinLeaf.keyPem, true);
+    writePemFile(ids['ca-name-twin'].cert, twinLeaf.certPem, 0o644);
+    writePemFile(ids['ca-name-twin'].key, twinLeaf.keyPem, 0o600);
     legit = new LegitimateClient(gw);
     await legit.connect();
   });

@@ -7,10 +7,11 @@ import * as tls from 'node:tls';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { stringify as toYaml, parse as parseYaml } from 'yaml';
 import { GatewayClientError } from '../../client/gateway-client-error';
-import { issueLeaf, writePem } from '../../server/bootstrap/dev-pki';
+import { issueLeaf } from '../../server/bootstrap/dev-pki';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { IDENTITIES, loadDevCa, TEST_STATE_DIR } from '../support/test-environment';
 import { parsePrometheusText, sampleValue } from '../support/prometheus-text';
+import { writePemFile } from '../../common/pem-file';
 
 const waitFor = async (what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> => {
   const end = Date.now() + ms;
@@ -111,8 +112,8 @@ describe('live reload (file change and SIGHUP)', () => {
     const oldSerial = await servedSerial(gw);
     const ca = await loadDevCa(path.join(gw.env.stateDir, 'pki'));
     const next = await issueLeaf(ca, { commonName: 'hsm-gateway-renewed', dns: ['localhost'], ip: ['127.0.0.1'], usage: 'server' });
-    writePem(path.join(dir, 'server.key.new'), next.keyPem, true);
-    writePem(path.join(dir, 'server.pem.new'), next.certPem, false);
+    writePemFile(path.join(dir, 'server.key.new'), next.keyPem, 0o600);
+    writePemFile(path.join(dir, 'server.pem.new'), next.certPem, 0o644);
     fs.renameSync(path.join(dir, 'server.key.new'), path.join(dir, 'server.key'));
     fs.renameSync(path.join(dir, 'server.pem.new'), path.join(dir, 'server.pem'));
     const newSerial = new X509Certificate(next.certPem).serialNumber;

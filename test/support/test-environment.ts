@@ -8,11 +8,12 @@ import * as path from 'node:path';
 import { webcrypto } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import { ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
-import { createCertificateAuthority, issueLeaf, writePem, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
+import { createCertificateAuthority, issueLeaf, type CertificateAuthority } from '../../server/bootstrap/dev-pki';
 import { HsmModule } from '../../server/pkcs11/hsm-module';
 import { findSecretKeyByLabel } from '../../server/pkcs11/ticket-root';
 import { findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../../server/pkcs11/token-admin';
 import * as x509 from '../../common/x509/x509-library';
+import { writePemFile } from '../../common/pem-file';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 export const TEST_STATE_DIR = process.env.HSMGW_TEST_STATE_DIR ?? path.join(REPO_ROOT, '.hsm-gateway-test');
@@ -81,8 +82,8 @@ export async function writeIdentity(dir: string, name: string, ca: CertificateAu
   const issued = await issueLeaf(ca, opts);
   const cert = path.join(dir, `${name}.pem`);
   const key = path.join(dir, `${name}.key`);
-  writePem(cert, issued.certPem, false);
-  writePem(key, issued.keyPem, true);
+  writePemFile(cert, issued.certPem, 0o644);
+  writePemFile(key, issued.keyPem, 0o600);
   return { cert, key };
 }
 
@@ -124,7 +125,7 @@ async function prepare(): Promise<TestEnvironment> {
   const clientsDir = path.join(TEST_STATE_DIR, 'test-clients');
   const devCa = await loadDevCa(pkiDir);
   const otherCa = await createCertificateAuthority('some other CA');
-  writePem(path.join(clientsDir, 'other-ca.pem'), otherCa.certPem, false);
+  writePemFile(path.join(clientsDir, 'other-ca.pem'), otherCa.certPem, 0o644);
   const past = new Date(Date.now() - 10 * 86_400_000);
 
   const env: TestEnvironment = {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-require('../dist/server/cli/main.js').main(process.argv.slice(2)).then(
+require('../dist/cli/main.js').main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (err) => { process.stderr.write(`hsm-gateway: ${err && err.message ? err.message : err}\n`); process.exitCode = 1; },
 );

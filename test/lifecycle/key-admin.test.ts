@@ -155,6 +155,8 @@ describe('key generate / key list (direct PKCS#11)', () => {
       assert.match(r.stdout, /Exit codes: 0 ok/, args);
     });
     const top = await cliInProcess(['--help']);
-    assert.match(top.stdout, /\n {2}key {5}generate keys in the token/);
+    assert.match(top.stdout, /\n {2}key {10}generate keys in the token/);
+    // The two kinds of command, each under its heading.
+    assert.match(top.stdout, /On the gateway host[^]*\n {2}cert install[^]*Through a running gateway[^]*\n {2}cert self-sign/);
   });
 });

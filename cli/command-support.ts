@@ -1,12 +1,13 @@
 /**
- * What the lifecycle commands (key, cert, csr) share: exit codes, error reporting (text on stderr,
+ * What every command shares: exit codes, error reporting (text on stderr,
  * and a JSON object on stdout with --json), argument parsing that reports usage errors, and the
  * admin --config option.
  */
 import { parseArgs } from 'node:util';
-import { GatewayClientError } from '../../client/gateway-client-error';
-import { ConfigError } from '../config/config-error';
-import { defaultAdminConfigFile } from '../lifecycle/admin-token';
+import { errorMessage } from '../common/errors';
+import { GatewayClientError } from '../client/gateway-client-error';
+import { ConfigError } from '../server/config/config-error';
+import { defaultAdminConfigFile } from '../server/lifecycle/admin-token';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -70,14 +71,25 @@ export async function runCommand(command: string, argv: string[], body: () => Pr
   try {
     return await body();
   } catch (err) {
-    if (err instanceof UsageError) return fail(EXIT_USAGE, 'usage', err.message);
-    if (err instanceof ConfigError) return fail(EXIT_USAGE, 'config', err.message);
-    if (err instanceof GatewayClientError) {
-      // Not reaching the gateway is a failure; an answer that says no is a refusal.
-      const unreachable = ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'UNKNOWN', 'INTERNAL', 'CANCELLED'].includes(err.codeName);
-      return fail(unreachable ? EXIT_FAILURE : EXIT_REFUSED, unreachable ? 'gateway-unreachable' : 'gateway-refused', err.message, { grpcCode: err.codeName });
-    }
-    if (err instanceof CommandError) return fail(err.exitCode, err.reason, err.message);
-    return fail(EXIT_FAILURE, 'error', (err as Error).message ?? String(err));
+    const failure = failureOf(err);
+    return fail(failure.exitCode, failure.reason, failure.message, failure.extra);
   }
+}
+
+/**
+ * The one mapping from what a command throws to its exit code and reason: usage and configuration
+ * errors 2; a gateway that answered no 3 (PERMISSION_DENIED, NOT_FOUND, INVALID_ARGUMENT...); a
+ * gateway not reached or failing (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...) and anything else 1.
+ */
+export function failureOf(err: unknown): { exitCode: number; reason: string; message: string; extra?: Record<string, unknown> } {
+  if (err instanceof UsageError) return { exitCode: EXIT_USAGE, reason: 'usage', message: err.message };
+  if (err instanceof TypeError && String((err as NodeJS.ErrnoException).code).startsWith('ERR_PARSE_ARGS')) return { exitCode: EXIT_USAGE, reason: 'usage', message: err.message };
+  if (err instanceof ConfigError) return { exitCode: EXIT_USAGE, reason: 'config', message: err.message };
+  if (err instanceof GatewayClientError) {
+    // Not reaching the gateway is a failure; an answer that says no is a refusal.
+    const unreachable = ['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'UNKNOWN', 'INTERNAL', 'CANCELLED'].includes(err.codeName);
+    return { exitCode: unreachable ? EXIT_FAILURE : EXIT_REFUSED, reason: unreachable ? 'gateway-unreachable' : 'gateway-refused', message: err.message, extra: { grpcCode: err.codeName } };
+  }
+  if (err instanceof CommandError) return { exitCode: err.exitCode, reason: err.reason, message: err.message };
+  return { exitCode: EXIT_FAILURE, reason: 'error', message: errorMessage(err) };
 }

@@ -1,25 +1,14 @@
+// `hsm-gateway cert install`: an admin command on the gateway host (direct PKCS#11, PIN from the config).
 import * as fs from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import { fromPem, toPem } from '../../common/x509/certificates';
-import { AdminToken } from '../lifecycle/admin-token';
-import { ChainRefusedError, checkChain, installChain } from '../lifecycle/certificate-chain';
-import { KeyNotFoundError, describeTokenKey, findOneKey } from '../lifecycle/token-keys';
-import { resolveKey } from '../pkcs11/key-store';
-import { CLIENT_OPTIONS_HELP } from './client-options';
+import { fromPem } from '../../common/x509/certificates';
+import { AdminToken } from '../../server/lifecycle/admin-token';
+import { ChainRefusedError, checkChain, installChain } from '../../server/lifecycle/certificate-chain';
+import { KeyNotFoundError, describeTokenKey, findOneKey } from '../../server/lifecycle/token-keys';
+import { resolveKey } from '../../server/pkcs11/key-store';
 import {
-  ADMIN_OPTIONS_HELP, CommandError, EXIT_CODES_HELP, EXIT_OK, UsageError, adminConfigFile, parseFlags, runCommand, writeJson,
-} from './command-support';
-import {
-  X509_SIGNING_FLAG_SPEC, X509_SIGNING_HELP, checkSigningFlags, parseSans, parseSubject, sanStrings, signerFromFlags, writePemOutput,
-} from './gateway-signing-options';
-
-export const CERT_HELP = `Usage: hsm-gateway cert <install|self-sign> [options]
-
-  install     store a certificate chain on the token with its key (direct PKCS#11, gateway host)
-  self-sign   make a self-signed certificate for a key, signed through the gateway (development)
-
-Run "hsm-gateway cert <subcommand> --help" for its options.
-${EXIT_CODES_HELP}`;
+  ADMIN_OPTIONS_HELP, CommandError, EXIT_CODES_HELP, EXIT_OK, UsageError, adminConfigFile, parseFlags, writeJson,
+} from '../command-support';
 
 export const CERT_INSTALL_HELP = `Usage: hsm-gateway cert install (--name LABEL | --id HEX) --chain FILE [--config FILE] [--json]
 
@@ -40,17 +29,6 @@ SIGHUP; no restart.
 ${ADMIN_OPTIONS_HELP}
 ${EXIT_CODES_HELP}`;
 
-export const CERT_SELF_SIGN_HELP = `Usage: hsm-gateway cert self-sign --key NAME [--days N] [--subject DN] [--san LIST] [--out FILE] [options]
-
-Writes a self-signed certificate (PEM) for a key held in the HSM, signed by the key through a
-running gateway (no PIN). For development: browsers and proxies will not trust it. Install it with
-"hsm-gateway cert install --name LABEL --chain FILE" on the gateway host.
-  --days N            validity in days (default 30)
-  --subject DN        default "CN=<key name>"
-${X509_SIGNING_HELP}
-${CLIENT_OPTIONS_HELP}
-${EXIT_CODES_HELP}`;
-
 function readChainFile(file: string): Buffer[] {
   let text: string;
   try {
@@ -61,7 +39,7 @@ function readChainFile(file: string): Buffer[] {
   return fromPem(text, 'CERTIFICATE');
 }
 
-async function install(argv: string[]): Promise<number> {
+export async function certInstallCommand(argv: string[]): Promise<number> {
   const values = parseFlags(argv, {
     name: { type: 'string' }, id: { type: 'string' }, chain: { type: 'string' }, config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   });
@@ -117,47 +95,3 @@ async function install(argv: string[]): Promise<number> {
   }
 }
 
-async function selfSign(argv: string[]): Promise<number> {
-  const values = parseFlags(argv, { ...X509_SIGNING_FLAG_SPEC, days: { type: 'string' } });
-  if (values.help) {
-    process.stdout.write(`${CERT_SELF_SIGN_HELP}\n`);
-    return EXIT_OK;
-  }
-  const { key } = checkSigningFlags(values);
-  const days = values.days === undefined ? 30 : Number(values.days);
-  if (!Number.isInteger(days) || days < 1 || days > 36500) throw new UsageError('--days must be an integer from 1 to 36500');
-  const subject = parseSubject(values.subject, `CN=${key}`);
-  const san = parseSans(values.san);
-  const { client, signer } = await signerFromFlags(values);
-  try {
-    const der = await signer.selfSignedCertificate({ subject, san, days });
-    const pem = toPem(der, 'CERTIFICATE');
-    if (values.out !== undefined || !values.json) writePemOutput(values.out, pem);
-    const cert = new X509Certificate(der);
-    if (values.json) {
-      writeJson({
-        key: signer.keyName, subject, san: sanStrings(san), signatureAlgorithm: signer.algorithm, notBefore: new Date(cert.validFrom).toISOString(),
-        notAfter: new Date(cert.validTo).toISOString(), serial: cert.serialNumber.toLowerCase(), out: values.out ?? null, certificate: pem,
-      });
-    } else if (values.out !== undefined) {
-      process.stderr.write(`wrote a self-signed certificate for "${subject}" (HSM key "${signer.keyName}", ${signer.algorithm}, until ${new Date(cert.validTo).toISOString()}) to ${values.out}\n`);
-    }
-    return EXIT_OK;
-  } finally {
-    client.close();
-  }
-}
-
-/** `hsm-gateway cert install|self-sign`. */
-export async function certCommand(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  switch (sub) {
-    case 'install': return runCommand('cert install', rest, () => install(rest));
-    case 'self-sign': return runCommand('cert self-sign', rest, () => selfSign(rest));
-    case '-h': case '--help': case 'help':
-      process.stdout.write(`${CERT_HELP}\n`);
-      return EXIT_OK;
-    default:
-      return runCommand('cert', argv, () => Promise.reject(new UsageError(sub === undefined ? 'a subcommand is required' : `unknown subcommand "${sub}"`)));
-  }
-}

@@ -5,7 +5,7 @@ import { haproxyFiles, nginxFiles, type KeyFile } from '../../client/ticket-keys
 import type { TicketKeySetView } from '../../client/ticket-keys/ticket-key-stream';
 import { CLIENT_FLAG_SPEC, CLIENT_OPTIONS_HELP, clientOptionsFromFlags } from './client-options';
 import { GatewayClient } from '../../client/gateway-client';
-import { EXIT_CODES_HELP, EXIT_OK, UsageError, parseFlags, runCommand, writeJson } from './command-support';
+import { EXIT_CODES_HELP, EXIT_OK, UsageError, parseFlags, runCommand, writeJson } from '../command-support';
 
 export const TICKET_KEYS_HELP = `Usage: hsm-gateway ticket-keys --scope SCOPE --format nginx|haproxy --out DIR [--watch]
                                [--notify-pidfile FILE [--notify-signal SIG]] [connection options]

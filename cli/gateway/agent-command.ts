@@ -6,10 +6,10 @@ import { AgentMetrics } from '../../client/agent/agent-metrics';
 import { KeylessAgent } from '../../client/agent/keyless-agent';
 import { accountId } from '../../client/agent/system-accounts';
 import { GatewayClient } from '../../client/gateway-client';
-import { createOpsServer } from '../observability/http-server';
-import { Logger } from '../observability/logger';
+import { createOpsServer } from '../../server/observability/http-server';
+import { Logger } from '../../server/observability/logger';
 import { CLIENT_FLAG_SPEC, CLIENT_OPTIONS_HELP, clientOptionsFromFlags, type ClientFlags } from './client-options';
-import { EXIT_OK, UsageError, parseFlags, runCommand } from './command-support';
+import { EXIT_OK, UsageError, parseFlags, runCommand } from '../command-support';
 import { parseHostPort } from '../../common/names';
 
 export const DEFAULT_AGENT_SOCKET = '/run/hsm-gateway/agent.sock';

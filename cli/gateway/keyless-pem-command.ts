@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { encodeKeylessKeyPem } from '../../client/keyless/keyless-key-pem';
 import { CLIENT_FLAG_SPEC, CLIENT_OPTIONS_HELP, clientFromFlags } from './client-options';
-import { CommandError, EXIT_OK, UsageError, parseFlags, runCommand, writeJson } from './command-support';
+import { CommandError, EXIT_OK, UsageError, parseFlags, runCommand, writeJson } from '../command-support';
 import { writePemFile } from '../../common/pem-file';
 
 /** The bridge id written in PEMs for the standalone provider, which signs through the agent. */

@@ -2,9 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GatewayClient } from '../../client/gateway-client';
 import type { GatewayClientOptions } from '../../client/gateway-client-options';
-import { devPkiPaths } from '../bootstrap/dev-pki';
-import { defaultStateDir } from '../bootstrap/embedded-default';
-import { DEFAULT_GRPC_LISTEN } from '../config/load-config';
+import { devPkiPaths } from '../../server/bootstrap/dev-pki';
+import { defaultStateDir } from '../../server/bootstrap/embedded-default';
+import { DEFAULT_GRPC_LISTEN } from '../../server/config/load-config';
 
 export const CLIENT_OPTIONS_HELP = `Connection options (default: the embedded default's dev PKI in HSMGW_STATE_DIR):
   --endpoint HOST:PORT   gateway address (repeatable; default HSMGW_LISTEN or ${DEFAULT_GRPC_LISTEN})

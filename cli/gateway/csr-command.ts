@@ -1,6 +1,6 @@
 import { toPem } from '../../common/x509/certificates';
 import { CLIENT_OPTIONS_HELP } from './client-options';
-import { EXIT_CODES_HELP, EXIT_OK, parseFlags, runCommand, writeJson } from './command-support';
+import { EXIT_CODES_HELP, EXIT_OK, parseFlags, runCommand, writeJson } from '../command-support';
 import { X509_SIGNING_FLAG_SPEC, X509_SIGNING_HELP, parseSans, parseSubject, sanStrings, signerFromFlags, checkSigningFlags, writePemOutput } from './gateway-signing-options';
 
 export const CSR_HELP = `Usage: hsm-gateway csr --key NAME --subject DN [--san LIST] [--out FILE] [options]

@@ -3,7 +3,7 @@ import type { GatewayClient } from '../../client/gateway-client';
 import { GatewaySigner, type HashName } from '../../client/gateway-signer';
 import { checkDistinguishedName, parseSubjectAltNames, type SubjectAltNames } from '../../common/x509/certificates';
 import { CLIENT_FLAG_SPEC, clientFromFlags, type ClientFlags } from './client-options';
-import { UsageError } from './command-support';
+import { UsageError } from '../command-support';
 import { writePemFile } from '../../common/pem-file';
 
 export const X509_SIGNING_FLAG_SPEC = {

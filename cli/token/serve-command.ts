@@ -1,8 +1,8 @@
-import { ConfigError } from '../config/config-error';
-import { loadConfigFile } from '../config/load-config';
-import { defaultStateDir, ensureEmbeddedDefault } from '../bootstrap/embedded-default';
-import { Gateway } from '../gateway';
-import { Logger } from '../observability/logger';
+import { ConfigError } from '../../server/config/config-error';
+import { loadConfigFile } from '../../server/config/load-config';
+import { defaultStateDir, ensureEmbeddedDefault } from '../../server/bootstrap/embedded-default';
+import { Gateway } from '../../server/gateway';
+import { Logger } from '../../server/observability/logger';
 
 export const SERVE_HELP = `Usage: hsm-gateway serve [--config FILE]
 

@@ -1,12 +1,12 @@
 import { createPublicKey } from 'node:crypto';
-import { KEY_SPECS, findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../pkcs11/token-admin';
-import { AdminToken } from '../lifecycle/admin-token';
-import { describeTokenKey, listTokenKeys, type TokenKey } from '../lifecycle/token-keys';
-import { resolveKey } from '../pkcs11/key-store';
-import { findSecretKeyByLabel, generateTicketRoot } from '../pkcs11/ticket-root';
+import { KEY_SPECS, findPrivateKeyByLabel, generateSigningKey, type KeySpec } from '../../server/pkcs11/token-admin';
+import { AdminToken } from '../../server/lifecycle/admin-token';
+import { describeTokenKey, listTokenKeys, type TokenKey } from '../../server/lifecycle/token-keys';
+import { resolveKey } from '../../server/pkcs11/key-store';
+import { findSecretKeyByLabel, generateTicketRoot } from '../../server/pkcs11/ticket-root';
 import {
   ADMIN_OPTIONS_HELP, CommandError, EXIT_CODES_HELP, EXIT_OK, UsageError, adminConfigFile, parseFlags, runCommand, writeJson,
-} from './command-support';
+} from '../command-support';
 import { isKeyName, KEY_NAME_RULE } from '../../common/names';
 
 /** Same rule as gateway key names, so a generated label can be used as a name unchanged. */

@@ -211,7 +211,8 @@ export class SignExecutor {
     if (thread.posted === before) return;
     const control = thread.ring.control;
     Atomics.store(control, HEAD, thread.posted);
-    if (Atomics.load(control, SLEEPING) === 1) Atomics.notify(control, HEAD);
+    // One wake-up per sleep: 1 → 2 says it was sent (the thread clears it when it wakes).
+    if (Atomics.compareExchange(control, SLEEPING, 1, 2) === 1) Atomics.notify(control, HEAD);
     this.waitForAnswers();
   }
 

@@ -18,6 +18,7 @@ export const HANDLE_BYTES = 8;
 /** Control words of a ring (Int32). */
 export const HEAD = 0;
 export const TAIL = 1;
+/** 0 awake, 1 asleep (or about to be), 2 asleep and already woken. */
 export const SLEEPING = 2;
 export const STOP = 3;
 const CONTROL_WORDS = 4;

@@ -167,7 +167,8 @@ export class SignExecutor {
   /** Tasks queued and not yet running. */
   private waiting(): number {
     let n = 0;
-    for (const t of this.threads) n += t.backlog.length + Math.max(0, t.posted - t.reaped - 1);
+    // A quarantined thread's ring holds only its stuck call and jobs already taken back.
+    for (const t of this.threads) if (!t.stuck) n += t.backlog.length + Math.max(0, t.posted - t.reaped - 1);
     return n;
   }
 

@@ -33,11 +33,13 @@ export async function main(argv: string[]): Promise<number> {
       // Each command loads only its own modules: a client command never pays for the gateway.
       case 'serve': {
         const { SERVE_HELP, serveCommand } = await import('./token/serve-command.js');
-        const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+        const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, 'sign-threads': { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
         if (values.help) {
           process.stdout.write(`${SERVE_HELP}\n`);
           return 0;
         }
+        // The flag is the HSMGW_SIGN_THREADS override: it applies again on every config reload.
+        if (values['sign-threads'] !== undefined) process.env.HSMGW_SIGN_THREADS = values['sign-threads'];
         return await serveCommand(values.config);
       }
       case 'sign': return await (await import('./gateway/sign-command.js')).signCommand(rest);

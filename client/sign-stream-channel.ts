@@ -161,24 +161,33 @@ export class SignStreamChannel {
     this.partial = undefined;
     let grpcStatus: string | undefined;
     let grpcMessage = '';
+    const why = (): string => (grpcStatus !== undefined && grpcStatus !== '0' ? `${status[Number(grpcStatus)] ?? grpcStatus}: ${grpcMessage}` : stream.rstCode ? `reset (HTTP/2 code ${stream.rstCode})` : 'stream closed');
     const readTrailers = (headers: http2.IncomingHttpHeaders): void => {
       const code = headers['grpc-status'];
       if (typeof code === 'string') grpcStatus = code;
       const message = headers['grpc-message'];
       if (typeof message === 'string') grpcMessage = decodeURIComponent(message);
+      // The final status (a gateway draining for shutdown sends it while our side is still open):
+      // nothing sent on this stream will be answered any more, so retire it now. Requests in
+      // flight fail over at once instead of waiting for their deadline on a stream nobody reads.
+      if (grpcStatus !== undefined) this.retire(stream, why());
     };
     stream.on('response', readTrailers); // a trailers-only answer carries grpc-status here
     stream.on('trailers', readTrailers);
     stream.on('data', (chunk: Buffer) => this.receive(stream, chunk));
     stream.on('error', () => undefined); // the close below reports it
-    stream.on('close', () => {
-      if (this.stream !== stream) return;
-      this.stream = undefined;
-      this.partial = undefined;
-      const why = grpcStatus !== undefined && grpcStatus !== '0' ? `${status[Number(grpcStatus)] ?? grpcStatus}: ${grpcMessage}` : stream.rstCode ? `reset (HTTP/2 code ${stream.rstCode})` : 'stream closed';
-      this.failAll(status.UNAVAILABLE, `SignStream to ${this.endpoint.address} ended: ${why}`);
-    });
+    stream.on('close', () => this.retire(stream, why()));
     return stream;
+  }
+
+  /** The stream is over: the next request opens another; its requests still in flight fail with UNAVAILABLE. */
+  private retire(stream: http2.ClientHttp2Stream, why: string): void {
+    if (this.stream !== stream) return;
+    this.stream = undefined;
+    this.partial = undefined;
+    this.outbox = [];
+    this.failAll(status.UNAVAILABLE, `SignStream to ${this.endpoint.address} ended: ${why}`);
+    if (!stream.closed) stream.close();
   }
 
   /** Splits the response bytes into gRPC messages and settles their requests. */

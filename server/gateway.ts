@@ -157,6 +157,7 @@ export class Gateway {
     const policy = new AccessPolicyHolder(new AccessPolicy(config.authorization.rules));
     const audit = config.logging.audit ? new AuditLog(logger) : undefined;
     const pipeline = new SignPipeline(hsm, policy, config.limits, metrics, logger, audit);
+    metrics.watchInFlight(pipeline);
     const streams = new SignStreamRegistry(config.limits);
     server.addService(TolerantSignerService, createSignerService({
       hsm, policy, streams, connections: listener, pipeline, limits: config.limits, metrics,

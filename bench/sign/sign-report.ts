@@ -99,14 +99,17 @@ export function signTables(r: SignBenchResult, derived: SignDerived[]): string {
 
 export function signTargets(r: SignBenchResult, derived: SignDerived[], localRsaMicros: number): Target[] {
   const targets: Target[] = [];
+  // Issue 13's targets: ECDSA P-256 is the gateway's own cost; RSA-2048 must stay HSM-bound.
   for (const d of derived) {
     const s64 = d.rows.find((x) => x.variant === 'stream' && x.concurrency === 64);
-    if (s64) targets.push({ name: `SignStream@64 throughput ≥ 0.8x in-process (${d.key})`, met: s64.throughputRatio >= 0.8, value: `${s64.throughputRatio.toFixed(2)}x (vs ${d.inProcessBestMode} ${Math.round(d.inProcessBestOpsPerSec)} ops/s)` });
-    for (const [variant, limit] of [['stream', 50], ['unary', 100]] as const) {
+    const ratio = d.key === 'rsa-2048' ? 0.95 : 0.6;
+    if (s64) targets.push({ name: `SignStream@64 throughput ≥ ${ratio}x in-process (${d.key})`, met: s64.throughputRatio >= ratio, value: `${s64.throughputRatio.toFixed(2)}x (vs ${d.inProcessBestMode} ${Math.round(d.inProcessBestOpsPerSec)} ops/s)` });
+    if (d.key !== 'ecdsa-p256') continue;
+    for (const [variant, limit] of [['stream', 60], ['unary', 150]] as const) {
       const row = d.rows.find((x) => x.variant === variant && x.concurrency === 64) ?? d.rows.find((x) => x.variant === variant);
       if (row) targets.push({ name: `gateway CPU per sign excl. HSM ≤ ${limit} µs, ${variant}@${row.concurrency} (${d.key})`, met: row.gatewayCpuExclHsmMicros <= limit, value: `${fmt(row.gatewayCpuExclHsmMicros)} µs (lower bound, minus HSM wall time: ${fmt(row.gatewayCpuExclHsmWallMicros)} µs)` });
     }
-    targets.push({ name: `added p50 at 1 in flight ≤ 300 µs, unary (${d.key})`, met: d.addedP50UnaryMicros <= 300, value: `${fmt(d.addedP50UnaryMicros)} µs (SignStream: ${fmt(d.addedP50StreamMicros)} µs)` });
+    targets.push({ name: `added p50 at 1 in flight ≤ 200 µs, SignStream (${d.key})`, met: d.addedP50StreamMicros <= 200, value: `${fmt(d.addedP50StreamMicros)} µs (unary: ${fmt(d.addedP50UnaryMicros)} µs)` });
   }
   const rsa = r.cells.filter((c) => c.key === 'rsa-2048' && c.side === 'gateway');
   if (rsa.length) {

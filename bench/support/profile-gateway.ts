@@ -94,8 +94,10 @@ export async function profileGateway(workDir: string, windowMs: number, log: (l:
   }
   const files = fs.existsSync(profDir) ? fs.readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')).map((f) => path.join(profDir, f)) : [];
   if (files.length === 0) throw new Error('no .cpuprofile written');
-  // The main thread's profile is the largest (sign threads are mostly inside the native HSM call).
-  const parsed = files.map((f) => ({ f, s: summarize(f) })).sort((a, b) => b.s.total - a.s.total);
+  // Node names them CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile; the main thread is thread 0.
+  // (Not the largest: a sign thread blocked in Atomics.wait counts as busy in its profile.)
+  const mainFile = files.find((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f)) ?? files[0];
+  const parsed = [{ f: mainFile, s: summarize(mainFile) }];
   const main = parsed[0].s;
   const areas = [...main.areas].map(([a, v]) => ({ area: a, share: v / main.total })).sort((x, y) => y.share - x.share);
   const functions = [...main.fns].map(([k, v]) => {

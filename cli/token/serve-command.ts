@@ -4,7 +4,7 @@ import { defaultStateDir, ensureEmbeddedDefault } from '../../server/bootstrap/e
 import { Gateway } from '../../server/gateway';
 import { Logger } from '../../server/observability/logger';
 
-export const SERVE_HELP = `Usage: hsm-gateway serve [--config FILE]
+export const SERVE_HELP = `Usage: hsm-gateway serve [--config FILE] [--sign-threads N]
 
 Runs the gateway. With --config (or HSMGW_CONFIG) it serves that YAML file. Without one it
 runs the embedded default: a SoftHSM2 token with keys dev-ec and dev-rsa in the state
@@ -12,7 +12,9 @@ directory (HSMGW_STATE_DIR, default .hsm-gateway/), created on first start.
 
 Environment overrides: HSMGW_LISTEN (gRPC, default 127.0.0.1:8443),
 HSMGW_METRICS_LISTEN (HTTP, default 127.0.0.1:9464), HSMGW_PKCS11_MODULE, HSMGW_TOKEN_LABEL,
-HSMGW_PIN_FILE, HSMGW_LOG_LEVEL.
+HSMGW_PIN_FILE, HSMGW_LOG_LEVEL, HSMGW_SIGN_THREADS (also --sign-threads: pkcs11.signThreads,
+threads running the PKCS#11 sign calls, default 2; 1 costs less CPU per ECDSA signature, RSA
+needs one per core).
 
 Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the TLS files and certificate chains.`;
 

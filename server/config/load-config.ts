@@ -21,19 +21,20 @@ export const TICKET_SCOPE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
  * Environment variables that override the file. Each names the field it overrides so
  * that a validation error can say where the bad value came from.
  */
-const ENV_OVERRIDES: ReadonlyArray<{ env: string; field: string[] }> = [
+const ENV_OVERRIDES: ReadonlyArray<{ env: string; field: string[]; integer?: true }> = [
   { env: 'HSMGW_LISTEN', field: ['listen', 'grpc'] },
   { env: 'HSMGW_METRICS_LISTEN', field: ['listen', 'http'] },
   { env: 'HSMGW_PKCS11_MODULE', field: ['pkcs11', 'module'] },
   { env: 'HSMGW_TOKEN_LABEL', field: ['pkcs11', 'token', 'label'] },
   { env: 'HSMGW_PIN_FILE', field: ['pkcs11', 'pin', 'file'] },
   { env: 'HSMGW_LOG_LEVEL', field: ['logging', 'level'] },
+  { env: 'HSMGW_SIGN_THREADS', field: ['pkcs11', 'signThreads'], integer: true },
 ];
 
 /** Applies the overrides to `doc` in place; returns those that replaced a different value written in the file. */
 function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv): EnvironmentOverride[] {
   const replaced: EnvironmentOverride[] = [];
-  for (const { env: name, field } of ENV_OVERRIDES) {
+  for (const { env: name, field, integer } of ENV_OVERRIDES) {
     const value = env[name];
     if (value === undefined || value === '') continue;
     let node = doc;
@@ -47,7 +48,8 @@ function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv)
     if (fileValue !== undefined && fileValue !== null && String(fileValue) !== value) {
       replaced.push({ env: name, field: field.join('.'), fileValue: String(fileValue), value });
     }
-    node[leaf] = value;
+    // A number field gets a number; anything else is left for the field's own check to refuse.
+    node[leaf] = integer && /^\d+$/.test(value) ? Number(value) : value;
     // The PIN file replaces any PIN source from the file.
     if (name === 'HSMGW_PIN_FILE') delete node.env;
   }

@@ -1,17 +1,7 @@
 import type { Logger } from './logger';
 
-/** A signature that was made: each gets its own audit line, with exactly these fields. */
-export type SignatureRecord = {
-  identity: string;
-  key: string;
-  algorithm: string;
-  outcome: 'OK';
-  latency_ms: number;
-  /** First 8 bytes of the signed digest, hex. */
-  digest_fp: string;
-  rpc: string;
-  request_id: string;
-};
+/** JSON string literals of identities seen, up to this many (the label comes from a certificate: escape it once). */
+const MAX_QUOTED_IDENTITIES = 10_000;
 
 /** A set of session-ticket keys sent to a watcher: who, which scope and epochs, never the keys. */
 export type TicketKeysRecord = {
@@ -56,8 +46,26 @@ export class AuditLog {
 
   constructor(private readonly logger: Logger) {}
 
-  signed(r: SignatureRecord): void {
-    this.logger.audit('sign', r);
+  private readonly quotedIdentities = new Map<string, string>();
+
+  /**
+   * A signature that was made: one line with exactly the fields identity, key, algorithm,
+   * outcome "OK", latency_ms, digest_fp (first 8 bytes of the signed digest, hex), rpc and
+   * request_id. Built from a template: key names, algorithm labels, rpc names and hex need no
+   * escaping, and the identity's JSON literal is made once per identity.
+   */
+  signed(identity: string, key: string, algorithm: string, seconds: number, digestFingerprint: string, rpc: string, requestId: bigint): void {
+    const latencyMs = Math.round(seconds * 1e6) / 1e3;
+    this.logger.auditLine('sign', `"identity":${this.quoted(identity)},"key":"${key}","algorithm":"${algorithm}","outcome":"OK","latency_ms":${latencyMs},"digest_fp":"${digestFingerprint}","rpc":"${rpc}","request_id":"${requestId}"`);
+  }
+
+  private quoted(identity: string): string {
+    let q = this.quotedIdentities.get(identity);
+    if (q === undefined) {
+      q = JSON.stringify(identity);
+      if (this.quotedIdentities.size < MAX_QUOTED_IDENTITIES) this.quotedIdentities.set(identity, q);
+    }
+    return q;
   }
 
   ticketKeysSent(r: TicketKeysRecord): void {

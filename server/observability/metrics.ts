@@ -4,7 +4,13 @@ import { latencyBuckets } from '../../common/latency-buckets';
 
 export interface PoolGaugeSource {
   poolStats: { size: number; inUse: number; idle: number; waiting: number; max: number };
+  signThreads: { total: number; busy: number };
   ready: boolean;
+}
+
+/** Read at scrape time: counting per request would cost two gauge updates on the hot path. */
+export interface InFlightSource {
+  requestsInFlight: number;
 }
 
 export interface ConnectionGaugeSource {
@@ -33,7 +39,7 @@ export class GatewayMetrics {
   });
   private readonly sessionWait = new client.Histogram({
     name: 'hsmgw_session_wait_seconds',
-    help: 'Time a sign request waited for a free PKCS#11 session (queue time).',
+    help: 'Time a sign request was queued before a sign thread (holding a PKCS#11 session) ran it (queue time).',
     buckets: latencyBuckets(),
     registers: [this.registry],
   });
@@ -102,11 +108,6 @@ export class GatewayMetrics {
     labelNames: ['what', 'result'] as const,
     registers: [this.registry],
   });
-  private readonly inFlight = new client.Gauge({
-    name: 'hsmgw_in_flight_requests',
-    help: 'Sign requests being handled now (waiting for a session or signing).',
-    registers: [this.registry],
-  });
   private readonly reconnects = new client.Counter({
     name: 'hsmgw_hsm_reconnects_total',
     help: 'Attempts to re-initialise the PKCS#11 module and log in again after an HSM failure, by result.',
@@ -159,9 +160,27 @@ export class GatewayMetrics {
     gauge('hsmgw_pool_sessions_max', 'Configured maximum pool size (pkcs11.sessions.max).', () => source.poolStats.max);
     gauge('hsmgw_pool_waiting_requests', 'Sign requests waiting for a free session.', () => source.poolStats.waiting);
     gauge('hsmgw_hsm_ready', '1 while the token is logged in and sessions can be had; 0 otherwise.', () => (source.ready ? 1 : 0));
-    this.inFlight.set(0);
+    new client.Gauge({
+      name: 'hsmgw_sign_threads',
+      help: 'Sign threads (pkcs11.signThreads), by state: total, and busy (holding a session with work queued or running, or quarantined behind a stuck call).',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect() {
+        const threads = source.signThreads;
+        this.labels('total').set(threads.total);
+        this.labels('busy').set(threads.busy);
+      },
+    });
     this.droppedLogLines.labels('audit').inc(0);
     this.droppedLogLines.labels('other').inc(0);
+  }
+
+  /** The in-flight gauge, read from the sign pipeline at scrape time. */
+  watchInFlight(source: InFlightSource): void {
+    new client.Gauge({
+      name: 'hsmgw_in_flight_requests', help: 'Sign requests being handled now (queued for a sign thread or signing).',
+      registers: [this.registry], collect() { this.set(source.requestsInFlight); },
+    });
   }
 
   /** The gauges of the gRPC port: handshakes in progress and authenticated connections. */
@@ -207,8 +226,6 @@ export class GatewayMetrics {
     this.hsmOperation.observe(hsmSeconds);
   }
 
-  requestStarted(): void { this.inFlight.inc(); }
-  requestFinished(): void { this.inFlight.dec(); }
   hsmError(ckr: string): void { this.hsmErrors.labels(ckr).inc(); }
   authorizationDenied(reason: string): void { this.authzDenials.labels(reason).inc(); }
   /** Per identity, up to 1000 distinct ones (a wildcard rule could match many); then "other". */

@@ -1,11 +1,11 @@
-import type { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import type { KeyConfig, Pkcs11Config } from '../config/gateway-config';
 import { ckrName, classifyCkr } from './ckr';
 import { HsmBusyError, HsmDeadlineError, HsmOperationError, HsmRejectedError, HsmUnavailableError } from './hsm-errors';
 import { HsmModule } from './hsm-module';
 import { refreshCertificateChains, resolveKeys, type KeyWarning, type ResolvedKey } from './key-store';
-import { SessionPool, type PooledSession, type SessionPoolStats } from './session-pool';
-import { SignExecutor, SignJobError, SignJobTimeoutError } from './sign-executor';
+import { SessionPool, type SessionPoolStats } from './session-pool';
+import { SignExecutor, SignJobError, SignJobTimeoutError, type SignTaskSink } from './sign-executor';
+import type { SignTask } from './sign-task';
 
 export type HsmState = 'starting' | 'ready' | 'unavailable' | 'closed';
 
@@ -19,14 +19,6 @@ export interface HsmObserver {
   keyWarning(warning: KeyWarning): void;
 }
 
-export interface SignTiming {
-  signature: Buffer;
-  /** Time waiting for a session. */
-  waitSeconds: number;
-  /** Time inside C_SignInit + C_Sign (last attempt). */
-  hsmSeconds: number;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -34,7 +26,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * lifecycle (initialise, login once, reconnect with backoff), the session pool and the sign
  * threads, and turns PKCS#11 failures into the Hsm*Error classes.
  */
-export class Hsm {
+export class Hsm implements SignTaskSink {
   private module: HsmModule;
   private controlSession: Buffer | undefined;
   private pool: SessionPool | undefined;
@@ -57,9 +49,15 @@ export class Hsm {
   ) {
     this.module = new HsmModule(config.module);
     this.loginBackoffMs = config.reconnectBackoffMs.initial;
-    this.executor = new SignExecutor(config.module, config.signThreads, config.operationTimeoutMs, {
-      threadStuck: () => this.observer.sessionDiscarded('timeout'),
-    });
+    this.executor = new SignExecutor(
+      {
+        modulePath: config.module, threads: config.signThreads, operationTimeoutMs: config.operationTimeoutMs,
+        queueTimeoutMs: config.sessions.acquireTimeoutMs, maxWaiting: config.sessions.maxWaiting, poolMax: config.sessions.max,
+      },
+      { pool: () => (this.ready ? this.pool : undefined), unavailable: () => `HSM unavailable (${this.currentState})` },
+      this,
+      { threadStuck: () => this.observer.sessionDiscarded('timeout') },
+    );
   }
 
   get state(): HsmState {
@@ -80,6 +78,11 @@ export class Hsm {
 
   get poolStats(): SessionPoolStats {
     return this.pool?.stats ?? { size: 0, inUse: 0, idle: 0, waiting: 0, max: this.config.sessions.max };
+  }
+
+  /** Sign threads, and those with work right now. */
+  get signThreads(): { total: number; busy: number } {
+    return this.executor.threadStats;
   }
 
   /** Connects once; a failure here is fatal (wrong module, token, PIN or key names). */
@@ -170,64 +173,56 @@ export class Hsm {
     }
   }
 
-  async sign(key: ResolvedKey, algorithm: SignatureAlgorithm, data: Buffer, deadline: number): Promise<SignTiming> {
-    let waitSeconds = 0;
-    for (let attempt = 0; ; attempt++) {
-      if (!this.ready || !this.pool) throw new HsmUnavailableError(`HSM unavailable (${this.currentState})`);
-      const pool = this.pool;
-      const waitStart = performance.now();
-      const session = await pool.acquire();
-      waitSeconds += (performance.now() - waitStart) / 1000;
-      if (performance.now() >= deadline) {
-        pool.release(session);
-        throw new HsmDeadlineError('deadline passed while waiting for an HSM session; the HSM was not asked');
-      }
-      const generation = this.module.generation;
-      if (session.generation !== generation) {
-        // The module was re-initialized while this request waited: its session is gone.
-        pool.destroy(session);
-        if (attempt > 0) throw new HsmUnavailableError('HSM reconnected while the request waited; retry');
-        continue;
-      }
-      // A key resolved before a reconnect is looked up again by name: its old handle may now name another key.
-      const handle = key.generation === generation ? key : this.keyMap.get(key.name);
-      if (!handle || handle.generation !== generation) {
-        pool.release(session);
-        throw new HsmUnavailableError(`key "${key.name}" is not available since the HSM reconnected`);
-      }
-      try {
-        const out = await this.executor.sign({ session: session.handle, key: handle.handle, algorithm, data, rawSignatureLength: handle.rawSignatureLength, generation });
-        pool.release(session);
-        return { signature: out.signature, waitSeconds, hsmSeconds: out.hsmSeconds };
-      } catch (err) {
-        const retry = await this.handleSignFailure(err, pool, session, attempt);
-        if (!retry) throw this.toHsmError(err);
-      }
-    }
+  /**
+   * Signs with the task's key, algorithm and data; the outcome comes back through
+   * `task.finished()` with `signature` or an Hsm*Error set. A session lost under the task is
+   * retried once on a fresh one, a lost login once after a re-login.
+   */
+  sign(task: SignTask): void {
+    task.attempt = 0;
+    this.attempt(task);
   }
 
-  /** Decides what a failed sign means for the session and the token; true to retry once. */
-  private async handleSignFailure(err: unknown, pool: SessionPool, session: PooledSession, attempt: number): Promise<boolean> {
-    if (err instanceof SignJobTimeoutError) {
-      // The call may still be running inside the module: never hand this session out again.
-      this.observer.sessionDiscarded('timeout');
-      void err.settled.then(() => pool.destroy(session));
-      return false;
+  private attempt(task: SignTask): void {
+    if (!this.ready || !this.pool) return this.finish(task, new HsmUnavailableError(`HSM unavailable (${this.currentState})`));
+    const generation = this.module.generation;
+    // A key resolved before a reconnect is looked up again by name: its old handle may now name another key.
+    const key = task.key.generation === generation ? task.key : this.keyMap.get(task.key.name);
+    if (!key || key.generation !== generation) return this.finish(task, new HsmUnavailableError(`key "${task.key.name}" is not available since the HSM reconnected`));
+    task.generation = generation;
+    task.keyHandle = key.handle;
+    task.rawSignatureLength = key.rawSignatureLength;
+    this.executor.submit(task);
+  }
+
+  /** From the executor: done with the task, signed or not. */
+  taskDone(task: SignTask): void {
+    const err = task.error;
+    if (!err) return task.finished();
+    if (this.shouldRetry(err, task.attempt)) {
+      task.attempt++;
+      task.error = undefined;
+      return this.attempt(task);
     }
-    if (err instanceof SignJobError && err.stale) {
-      pool.destroy(session);
-      return attempt === 0;
-    }
-    const ckr = err instanceof SignJobError ? err.ckr : undefined;
-    const kind = classifyCkr(ckr);
+    this.finish(task, this.toHsmError(err));
+  }
+
+  private finish(task: SignTask, error: Error): void {
+    task.error = error;
+    task.finished();
+  }
+
+  /** Decides what a failed sign means for the token; true to retry once. The executor already dealt with the session. */
+  private shouldRetry(err: Error, attempt: number): boolean {
+    if (!(err instanceof SignJobError)) return false;
+    if (err.stale) return attempt === 0;
+    const kind = classifyCkr(err.ckr);
     if (kind === 'request-rejected') {
-      pool.release(session);
-      if (ckr) this.observer.hsmError(ckr);
+      if (err.ckr) this.observer.hsmError(err.ckr);
       return false;
     }
-    pool.destroy(session);
     this.observer.sessionDiscarded(kind === 'session-lost' ? 'session-lost' : 'error');
-    this.onFailure(ckr, 'C_Sign');
+    this.onFailure(err.ckr, 'C_Sign');
     if (attempt > 0) return false;
     if (kind === 'session-lost') return true;
     if (kind === 'login-lost') return this.relogin();
@@ -254,7 +249,7 @@ export class Hsm {
   }
 
   /** One login attempt per backoff interval, so a stale PIN can never lock the token. */
-  private async relogin(): Promise<boolean> {
+  private relogin(): boolean {
     if (this.pinRejected || !this.controlSession) return false;
     const now = performance.now();
     if (now < this.nextLoginAt) return false;

@@ -2,8 +2,8 @@ import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { SignResponse, type SignRequest } from '../../proto/generated/hsmgateway/v1/signer';
 import type { LimitsConfig } from '../config/gateway-config';
 import type { AuthenticatedConnection } from './caller-connection';
-import { GatewayError, toGatewayError } from './gateway-error';
-import type { SignPipeline } from './sign-pipeline';
+import { GatewayError } from './gateway-error';
+import type { SignPipeline, SignReply, SignRequestTask } from './sign-pipeline';
 import { deadlineOf } from './deadline';
 
 /**
@@ -17,7 +17,7 @@ import { deadlineOf } from './deadline';
  * refusal) until it is written. With twice maxStreamInFlight answers owed, the stream stops
  * reading, so HTTP/2 flow control pushes back on the client.
  */
-export class SignStreamSession {
+export class SignStreamSession implements SignReply {
   /** Items being signed, or signed and not written yet: at most maxStreamInFlight. */
   private inFlight = 0;
   /** Items received whose answer is not written yet. */
@@ -71,17 +71,21 @@ export class SignStreamSession {
     this.inFlight++;
     // Each item gets the default request timeout, bounded by the stream's own deadline.
     const deadline = deadlineOf(this.call, this.limits.requestTimeoutMs);
-    this.pipeline.sign(req, { connection: this.connection, rpc: 'SignStream', deadline }).then(
-      (signature) => this.answer(SignResponse.create({ requestId: req.requestId, signature }), true),
-      (err: unknown) => {
-        const e = toGatewayError(err);
-        this.answer(SignResponse.create({ requestId: req.requestId, errorCode: e.code, errorMessage: e.message }), true);
-      },
-    );
+    this.pipeline.sign(req, { connection: this.connection, rpc: 'SignStream', deadline }, this);
+  }
+
+  /** SignReply: the item's answer, signature or error. */
+  answer(task: SignRequestTask): void {
+    const requestId = task.request.requestId;
+    const failure = task.failure;
+    const response = failure
+      ? SignResponse.create({ requestId, errorCode: failure.code, errorMessage: failure.message })
+      : SignResponse.create({ requestId, signature: task.signature });
+    this.respond(response, true);
   }
 
   private refuse(req: SignRequest, code: status, message: string): void {
-    this.answer(SignResponse.create({ requestId: req.requestId, errorCode: code, errorMessage: message }), false);
+    this.respond(SignResponse.create({ requestId: req.requestId, errorCode: code, errorMessage: message }), false);
   }
 
   /** An item received owes an answer until it is written; too many owed stop reading. */
@@ -93,7 +97,7 @@ export class SignStreamSession {
   }
 
   /** Hands an answer to the call; `holdsSlot` answers free their item's in-flight slot once written. */
-  private answer(response: SignResponse, holdsSlot: boolean): void {
+  private respond(response: SignResponse, holdsSlot: boolean): void {
     if (this.closed) {
       if (holdsSlot) this.inFlight--;
       return;

@@ -11,7 +11,7 @@ import type { ResolvedKey } from '../pkcs11/key-store';
 import { callerConnection, type AuthenticatedConnection, type ConnectionLookup } from './caller-connection';
 import { deadlineOf } from './deadline';
 import { GatewayError, toGatewayError } from './gateway-error';
-import type { SignPipeline } from './sign-pipeline';
+import type { SignPipeline, SignReply, SignRequestTask } from './sign-pipeline';
 import { checkKeyName } from './sign-request-validation';
 import type { SignStreamRegistry } from './sign-stream';
 
@@ -35,6 +35,17 @@ function keyInfo(key: ResolvedKey, grant: KeyGrant): KeyInfo {
     algorithms: grant.algorithms === 'any' ? key.algorithms : key.algorithms.filter((a) => (grant.algorithms as Set<number>).has(a)),
     certificateChain: key.certificateChain,
   });
+}
+
+/** Answers a unary Sign call. */
+class UnaryReply implements SignReply {
+  constructor(private readonly callback: sendUnaryData<SignResponse>) {}
+
+  answer(task: SignRequestTask): void {
+    const failure = task.failure;
+    if (failure) this.callback({ code: failure.code, details: failure.message });
+    else this.callback(null, SignResponse.create({ requestId: task.request.requestId, signature: task.signature }));
+  }
 }
 
 export function createSignerService(deps: SignerServiceDeps): SignerServer {
@@ -64,10 +75,7 @@ export function createSignerService(deps: SignerServiceDeps): SignerServer {
         fail(callback, err);
         return;
       }
-      pipeline.sign(call.request, { connection, rpc: 'Sign', deadline: deadlineOf(call, limits.requestTimeoutMs) }).then(
-        (signature) => callback(null, SignResponse.create({ requestId: call.request.requestId, signature })),
-        (err: unknown) => fail(callback, err),
-      );
+      pipeline.sign(call.request, { connection, rpc: 'Sign', deadline: deadlineOf(call, limits.requestTimeoutMs) }, new UnaryReply(callback));
     },
 
     signStream(call: ServerDuplexStream<SignRequest, SignResponse>): void {

@@ -45,7 +45,7 @@ describe('Grafana dashboard', () => {
       'hsmgw_pool_waiting_requests', 'hsmgw_hsm_errors_total', 'hsmgw_authorization_denials_total',
       'hsmgw_tls_certificate_expiry_timestamp_seconds', 'hsmgw_process_resident_memory_bytes', 'hsmgw_nodejs_eventloop_lag_p99_seconds',
       'hsmgw_rate_limited_total', 'hsmgw_tls_connections', 'hsmgw_tls_handshakes_in_progress', 'hsmgw_connections_refused_total',
-      'hsmgw_connections_closed_total', 'hsmgw_log_lines_dropped_total',
+      'hsmgw_connections_closed_total', 'hsmgw_log_lines_dropped_total', 'hsmgw_sign_threads',
     ]) assert.ok(names.has(needed), `the dashboard does not show ${needed}`);
     assert.match(exprs, /sum by \(key, code\) \(rate\(hsmgw_sign_requests_total/, 'throughput is not split by key and status');
     assert.match(exprs, /sum by \(ckr\)/, 'HSM errors are not split by CKR');

@@ -64,6 +64,13 @@ describe('configuration', () => {
 
   it('a bad environment override is reported under the field it overrides', () => {
     expectError(base(), 'listen.grpc', /host:port/, { HSMGW_LISTEN: 'nonsense' });
+    expectError(base(), 'pkcs11.signThreads', /integer between 1 and 64/, { HSMGW_SIGN_THREADS: 'two' });
+    expectError(base(), 'pkcs11.signThreads', /integer between 1 and 64/, { HSMGW_SIGN_THREADS: '0' });
+  });
+
+  it('HSMGW_SIGN_THREADS (serve --sign-threads) sets pkcs11.signThreads; the default is 2', () => {
+    assert.equal(buildConfig(base(), '/x', {}).pkcs11.signThreads, 2);
+    assert.equal(buildConfig(base(), '/x', { HSMGW_SIGN_THREADS: '1' }).pkcs11.signThreads, 1);
   });
 
   const mistakes: Array<[string, (d: Record<string, unknown>) => void, string, RegExp]> = [

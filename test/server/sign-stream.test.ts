@@ -3,6 +3,7 @@ import * as assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { SignatureAlgorithm, type SignRequest, type SignResponse } from '../../proto/generated/hsmgateway/v1/signer';
+import { GatewayClientError } from '../../client/gateway-client-error';
 import { startTestGateway, type TestGateway } from '../support/test-gateway';
 import { verifySignature } from '../support/signatures';
 import { createHash } from 'node:crypto';
@@ -104,6 +105,29 @@ describe('SignStream in-flight cap', () => {
       assert.deepEqual([...codes].sort(), [0, status.RESOURCE_EXHAUSTED]);
     } finally {
       await gw.stop();
+    }
+  });
+});
+
+describe('a SignStream ended by a gateway shutdown', () => {
+  it('the client retires the stream on its final status: a request sent just after it fails over at once (UNAVAILABLE), not at its deadline', async () => {
+    // A long grace period: the gateway keeps the connection while it drains, so a request
+    // written on the finished stream would wait for its deadline (DEADLINE_EXCEEDED).
+    const gw = await startTestGateway({ shutdown: { graceMs: 20_000 } });
+    const client = gw.client('dev', { deadlineMs: 5000 });
+    let stopping: Promise<void> | undefined;
+    try {
+      const digest = randomBytes(32);
+      assert.ok((await client.signStreamed('dev-ec', 'ECDSA_SHA256', digest)).length > 0, 'the stream is open and serving');
+      stopping = gw.gateway.stop();
+      // The drain ends the idle stream with its final status right away; give it time to arrive.
+      await new Promise((r) => setTimeout(r, 300));
+      const late = await client.signStreamed('dev-ec', 'ECDSA_SHA256', digest).then(() => undefined, (e: GatewayClientError) => e);
+      assert.ok(late instanceof GatewayClientError, 'a stopping gateway signed nothing new');
+      assert.equal(late.codeName, 'UNAVAILABLE', late.details);
+    } finally {
+      client.close();
+      await (stopping ?? gw.stop());
     }
   });
 });

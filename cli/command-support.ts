@@ -48,7 +48,7 @@ export function parseFlags<T extends OptionSpec>(argv: string[], options: T): Re
   try {
     return parseArgs({ args: argv, options, allowPositionals: false }).values;
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError(errorMessage(err));
   }
 }
 

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
@@ -60,7 +61,6 @@ interface Endpoint {
   failures: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** An endpoint answered: back in the rotation. */
 function endpointUp(endpoint: Endpoint): void {

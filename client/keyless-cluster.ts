@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
 import * as os from 'node:os';
+import { errorMessage } from '../common/errors';
 
 export interface KeylessClusterOptions {
   /** Worker processes; default: the number of CPUs. */
@@ -19,7 +20,7 @@ export interface KeylessClusterOptions {
 export function runKeylessCluster(options: KeylessClusterOptions): void {
   if (!cluster.isPrimary) {
     Promise.resolve(options.start()).catch((err: unknown) => {
-      console.error(`keyless worker ${process.pid}: ${(err as Error).message}`);
+      console.error(`keyless worker ${process.pid}: ${errorMessage(err)}`);
       process.exit(1);
     });
     return;

@@ -10,6 +10,7 @@
 import * as http2 from 'node:http2';
 import { status } from '@grpc/grpc-js';
 import { SignRequest, SignResponse, type SignatureAlgorithm } from '../proto/generated/hsmgateway/v1/signer';
+import { errorMessage } from '../common/errors';
 import { GatewayClientError } from './gateway-client-error';
 
 const METHOD_PATH = '/hsmgateway.v1.Signer/SignStream';
@@ -65,10 +66,6 @@ export class SignStreamChannel {
 
   constructor(private readonly endpoint: SignStreamEndpoint) {}
 
-  get inFlight(): number {
-    return this.pending.size;
-  }
-
   sign(key: string, algorithm: SignatureAlgorithm, input: SignRequest['input'], deadlineMs: number): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       this.submit(key, algorithm, input, deadlineMs, (error, signature) => (error !== null ? reject(error) : resolve(signature as Buffer)));
@@ -108,7 +105,7 @@ export class SignStreamChannel {
     try {
       stream = this.stream ?? this.open();
     } catch (error) {
-      this.failAll(status.UNAVAILABLE, `cannot open a SignStream to ${this.endpoint.address}: ${(error as Error).message}`);
+      this.failAll(status.UNAVAILABLE, `cannot open a SignStream to ${this.endpoint.address}: ${errorMessage(error)}`);
       return;
     }
     stream.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));

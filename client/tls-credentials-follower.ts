@@ -1,5 +1,6 @@
 import type { SecureContextOptions } from 'node:tls';
 import type { GatewayClient, KeylessTlsCredentials } from './gateway-client';
+import { errorMessage } from '../common/errors';
 
 /** Anything whose TLS context can be replaced for new connections: tls.Server, https.Server, http2 servers. */
 export interface SecureContextTarget {
@@ -53,7 +54,7 @@ export async function followTlsCredentials(client: GatewayClient, name: string, 
         history.push(next);
       }
     } catch (err) {
-      errors.push((err as Error).message);
+      errors.push(errorMessage(err));
     }
     if (!stopped) {
       timer = setTimeout(() => void tick(), intervalMs);

@@ -23,6 +23,7 @@ import { loadTlsMaterial, type LoadedTlsMaterial } from './tls/tls-material';
 import { SignStreamRegistry } from './rpc/sign-stream';
 import { addTicketKeysService, openTicketKeySource } from './tickets/ticket-keys-setup';
 import type { TicketKeyWatchers } from './tickets/ticket-key-watchers';
+import { errorMessage } from '../common/errors';
 
 const SIGNER_SERVICE_NAME = 'hsmgateway.v1.Signer';
 export const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
@@ -43,6 +44,10 @@ function hsmObserver(logger: Logger, metrics: () => GatewayMetrics | undefined, 
       logger[ok ? 'info' : 'warn']('token re-login attempt', { ok, error });
     },
     sessionDiscarded: (reason) => metrics()?.sessionDiscarded(reason),
+    signThreadReplaced: (reason) => {
+      metrics()?.signThreadReplaced(reason === 'stuck' ? 'stuck' : 'died');
+      logger.warn('sign thread replaced', { reason });
+    },
     keyWarning: (w) => logger.warn(w.message, { key: w.key }),
   };
 }
@@ -160,7 +165,7 @@ export class Gateway {
     metrics.watchInFlight(pipeline);
     const streams = new SignStreamRegistry(config.limits);
     server.addService(TolerantSignerService, createSignerService({
-      hsm, policy, streams, connections: listener, pipeline, limits: config.limits, metrics,
+      hsm, policy, streams, connections: listener, pipeline, limits: config.limits, metrics, logger,
     }));
     const ticketWatchers = ticketKeys && addTicketKeysService(server, { source: ticketKeys, policy, connections: listener, metrics, audit, logger });
     health.addToServer(server);
@@ -214,7 +219,7 @@ export class Gateway {
     try {
       this.hsm.refreshCertificates();
     } catch (err) {
-      this.logger.error('certificate chain refresh failed', { error: (err as Error).message });
+      this.logger.error('certificate chain refresh failed', { error: errorMessage(err) });
     }
   }
 
@@ -236,7 +241,7 @@ export class Gateway {
       if (restartOnly.length) this.logger.warn('some changed settings apply only after a restart', { fields: restartOnly.join(',') });
     } catch (err) {
       this.metrics.configReload('config', false);
-      this.logger.error('configuration reload rejected; the running configuration keeps serving', { error: (err as Error).message });
+      this.logger.error('configuration reload rejected; the running configuration keeps serving', { error: errorMessage(err) });
     }
   }
 
@@ -249,7 +254,7 @@ export class Gateway {
       this.logger.info('TLS material reloaded', { cert: this.config.tls.cert });
     } catch (err) {
       this.metrics.configReload('tls', false);
-      this.logger.error('TLS reload rejected; the previous certificate keeps serving', { error: (err as Error).message });
+      this.logger.error('TLS reload rejected; the previous certificate keeps serving', { error: errorMessage(err) });
     }
   }
 

@@ -11,6 +11,7 @@ import { Logger } from '../../server/observability/logger';
 import { CLIENT_FLAG_SPEC, CLIENT_OPTIONS_HELP, clientOptionsFromFlags, type ClientFlags } from './client-options';
 import { EXIT_OK, UsageError, parseFlags, runCommand } from '../command-support';
 import { parseHostPort } from '../../common/names';
+import { errorMessage } from '../../common/errors';
 
 export const DEFAULT_AGENT_SOCKET = '/run/hsm-gateway/agent.sock';
 export const DEFAULT_AGENT_METRICS_LISTEN = '127.0.0.1:9465';
@@ -51,7 +52,7 @@ function ids(kind: 'user' | 'group', flag: string, values: string[] | undefined)
   try {
     return (values ?? []).flatMap((v) => v.split(',')).filter((v) => v !== '').map((v) => accountId(kind, v.trim()));
   } catch (err) {
-    throw new UsageError(`--${flag}: ${(err as Error).message}`);
+    throw new UsageError(`--${flag}: ${errorMessage(err)}`);
   }
 }
 
@@ -98,7 +99,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
         readiness.state = 'reachable';
       } catch (err) {
         readiness.ready = false;
-        readiness.state = `unreachable (${(err as Error).message})`;
+        readiness.state = `unreachable (${errorMessage(err)})`;
       }
       metrics.gatewayReachable(readiness.ready);
     };
@@ -121,7 +122,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
         log('info', 'agent: client certificate, key and CA re-read');
         void probe();
       } catch (err) {
-        log('error', 'agent: reload failed, the previous client keeps serving', { error: (err as Error).message });
+        log('error', 'agent: reload failed, the previous client keeps serving', { error: errorMessage(err) });
       }
     });
     await new Promise<void>((resolve) => {

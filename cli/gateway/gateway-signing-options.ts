@@ -5,6 +5,7 @@ import { checkDistinguishedName, parseSubjectAltNames, type SubjectAltNames } fr
 import { CLIENT_FLAG_SPEC, clientFromFlags, type ClientFlags } from './client-options';
 import { UsageError } from '../command-support';
 import { writePemFile } from '../../common/pem-file';
+import { errorMessage } from '../../common/errors';
 
 export const X509_SIGNING_FLAG_SPEC = {
   ...CLIENT_FLAG_SPEC,
@@ -41,7 +42,7 @@ export function parseSubject(flag: string | undefined, fallback?: string): strin
   try {
     return checkDistinguishedName(subject);
   } catch (err) {
-    throw new UsageError(`--subject: ${(err as Error).message}`);
+    throw new UsageError(`--subject: ${errorMessage(err)}`);
   }
 }
 
@@ -50,7 +51,7 @@ export function parseSans(flags: string[] | undefined): SubjectAltNames | undefi
   try {
     return parseSubjectAltNames(flags.join(','));
   } catch (err) {
-    throw new UsageError(`--san: ${(err as Error).message}`);
+    throw new UsageError(`--san: ${errorMessage(err)}`);
   }
 }
 

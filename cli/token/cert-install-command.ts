@@ -9,6 +9,7 @@ import { resolveKey } from '../../server/pkcs11/key-store';
 import {
   ADMIN_OPTIONS_HELP, CommandError, EXIT_CODES_HELP, EXIT_OK, UsageError, adminConfigFile, parseFlags, writeJson,
 } from '../command-support';
+import { errorMessage } from '../../common/errors';
 
 export const CERT_INSTALL_HELP = `Usage: hsm-gateway cert install (--name LABEL | --id HEX) --chain FILE [--config FILE] [--json]
 
@@ -34,7 +35,7 @@ function readChainFile(file: string): Buffer[] {
   try {
     text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
   } catch (err) {
-    throw new UsageError(`--chain: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UsageError(`--chain: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
   }
   return fromPem(text, 'CERTIFICATE');
 }

@@ -2,6 +2,7 @@ import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
 import * as x509 from './x509-library';
 import { createRemoteCrypto, type RemoteCryptoKey } from './remote-crypto';
 import { curveByName, hashByWebCryptoName, HASHES } from '../algorithms';
+import { errorMessage } from '../errors';
 
 export interface SubjectAltNames {
   dns?: string[];
@@ -115,7 +116,7 @@ export function checkDistinguishedName(subject: string): string {
   try {
     rdns = new x509.Name(subject).toJSON().length;
   } catch (err) {
-    throw new Error(`"${subject}": ${(err as Error).message}`);
+    throw new Error(`"${subject}": ${errorMessage(err)}`);
   }
   if (rdns === 0) throw new Error(`"${subject}" has no attribute`);
   return subject;

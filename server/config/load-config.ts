@@ -10,6 +10,7 @@ import { FieldReader } from './field-reader';
 import type { AuthorizationRule, EnvironmentOverride, GatewayConfig, KeyConfig, LogLevel, TicketKeysSection } from './gateway-config';
 import { parsePkcs11Uri } from '../pkcs11/rfc7512';
 import { isKeyName, KEY_NAME_RULE, parseHostPort } from '../../common/names';
+import { errorMessage } from '../../common/errors';
 
 export const DEFAULT_GRPC_LISTEN = '127.0.0.1:8443';
 export const DEFAULT_HTTP_LISTEN = '127.0.0.1:9464';
@@ -77,7 +78,7 @@ function readKeys(root: FieldReader): KeyConfig[] {
         const uri = parsePkcs11Uri(key.uri);
         if (uri.object === undefined && uri.id === undefined) throw new Error('needs object= or id=');
       } catch (err) {
-        throw new ConfigError(`${k.path}.uri`, (err as Error).message);
+        throw new ConfigError(`${k.path}.uri`, errorMessage(err));
       }
     }
     if (key.label === undefined && key.id === undefined && key.uri === undefined) {
@@ -96,7 +97,7 @@ function readRules(root: FieldReader, keyNames: Set<string>): AuthorizationRule[
     try {
       parseIdentityPattern(identity);
     } catch (err) {
-      throw new ConfigError(`${r.path}.identity`, (err as Error).message);
+      throw new ConfigError(`${r.path}.identity`, errorMessage(err));
     }
     const keys = r.stringList('keys');
     const ticketKeyScopes = readTicketKeyScopes(r);
@@ -288,13 +289,13 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError('(file)', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new ConfigError('(file)', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
   }
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (err) {
-    throw new ConfigError('(file)', `${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    throw new ConfigError('(file)', `${file} is not valid YAML: ${errorMessage(err).split('\n')[0]}`);
   }
   return buildConfig(doc, path.dirname(path.resolve(file)), env);
 }

@@ -6,6 +6,7 @@ import type { GatewayConfig } from '../config/gateway-config';
 import { loadConfigFile } from '../config/load-config';
 import { readPin } from '../config/read-pin';
 import { HsmModule } from '../pkcs11/hsm-module';
+import { errorMessage } from '../../common/errors';
 
 /** The config file admin commands read when --config is not given: the embedded default's. */
 export function defaultAdminConfigFile(env: NodeJS.ProcessEnv = process.env): string {
@@ -32,7 +33,7 @@ export class AdminToken {
     try {
       pin = readPin(config.pkcs11.pin);
     } catch (err) {
-      throw new ConfigError(config.pkcs11.pin.file !== undefined ? 'pkcs11.pin.file' : 'pkcs11.pin.env', (err as Error).message.replace(/^pkcs11\.pin\.(file|env): /, ''));
+      throw new ConfigError(config.pkcs11.pin.file !== undefined ? 'pkcs11.pin.file' : 'pkcs11.pin.env', errorMessage(err).replace(/^pkcs11\.pin\.(file|env): /, ''));
     }
     // The module reads its own configuration (e.g. SOFTHSM2_CONF) when it is initialised.
     Object.assign(process.env, config.pkcs11.environment);

@@ -5,6 +5,7 @@ import { orderChain } from '../pkcs11/key-store';
 import { storeCertificate } from '../pkcs11/token-admin';
 import { tolerate } from '../pkcs11/ckr';
 import { certificatesWithId } from '../pkcs11/token-objects';
+import { errorMessage } from '../../common/errors';
 
 export type ChainRefusal = 'no-certificate' | 'not-a-certificate' | 'public-key-mismatch' | 'broken-chain' | 'expired';
 
@@ -40,7 +41,7 @@ export function checkChain(keySpki: Buffer, certificates: Buffer[], now = new Da
     try {
       return new X509Certificate(der);
     } catch (err) {
-      throw new ChainRefusedError('not-a-certificate', `certificate ${i + 1} in the file cannot be parsed: ${(err as Error).message}`);
+      throw new ChainRefusedError('not-a-certificate', `certificate ${i + 1} in the file cannot be parsed: ${errorMessage(err)}`);
     }
   });
   const spkiOf = (c: X509Certificate): Buffer => c.publicKey.export({ type: 'spki', format: 'der' });

@@ -5,6 +5,7 @@ import type { KeyConfig } from '../config/gateway-config';
 import type { HsmModule } from '../pkcs11/hsm-module';
 import { orderChain, resolveKey, type ResolvedKey } from '../pkcs11/key-store';
 import { certificatesWithId, keySelector, readAttribute, readFlag } from '../pkcs11/token-objects';
+import { errorMessage } from '../../common/errors';
 
 /** Private-key attributes that say whether the key can leave the token and what it may do. */
 export interface KeyFlags {
@@ -118,7 +119,7 @@ export function describeTokenKey(module: HsmModule, session: Buffer, handle: Buf
     // Select by CKA_ID when there is one (labels need not be unique), else by label.
     resolved = resolveKey(module, session, id ? { name: label || id, id } : { name: label, label });
   } catch (err) {
-    out.problem = (err as Error).message;
+    out.problem = errorMessage(err);
     return out;
   }
   out.type = TYPE_NAMES[resolved.type] ?? 'unknown';

@@ -1,6 +1,7 @@
 import * as http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from './logger';
+import { errorMessage } from '../../common/errors';
 
 export interface ReadinessSource {
   ready: boolean;
@@ -25,7 +26,7 @@ export function createOpsServer(registry: Registry, readiness: ReadinessSource, 
       registry.metrics().then(
         (text) => { res.writeHead(200, { 'content-type': registry.contentType }).end(text); },
         (err: unknown) => {
-          logger.error('metrics collection failed', { error: (err as Error).message });
+          logger.error('metrics collection failed', { error: errorMessage(err) });
           res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics collection failed\n');
         },
       );

@@ -126,6 +126,12 @@ export class GatewayMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  private readonly signThreadReplacements = new client.Counter({
+    name: 'hsmgw_sign_thread_replacements_total',
+    help: 'Sign threads started in place of one whose PKCS#11 call hung past operationTimeoutMs (stuck) or that died (died).',
+    labelNames: ['cause'] as const,
+    registers: [this.registry],
+  });
   private readonly certificateExpiry = new client.Gauge({
     name: 'hsmgw_tls_certificate_expiry_timestamp_seconds',
     help: 'Unix time at which the gateway\'s own TLS server certificate expires.',
@@ -250,5 +256,6 @@ export class GatewayMetrics {
   reconnectAttempt(ok: boolean): void { this.reconnects.labels(ok ? 'ok' : 'failed').inc(); }
   loginAttempt(ok: boolean): void { this.logins.labels(ok ? 'ok' : 'failed').inc(); }
   sessionDiscarded(reason: string): void { this.sessionsDiscarded.labels(reason).inc(); }
+  signThreadReplaced(cause: 'stuck' | 'died'): void { this.signThreadReplacements.labels(cause).inc(); }
   serverCertificateExpiry(unixSeconds: number): void { this.certificateExpiry.set(unixSeconds); }
 }

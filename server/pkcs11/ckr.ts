@@ -1,10 +1,31 @@
 import * as pkcs11js from 'pkcs11js';
 
-/** The CKR name of a pkcs11js error ('CKR_DEVICE_ERROR'), or undefined for any other error. */
+/** CKR_* names by value, from pkcs11js's constants. */
+const CKR_NAMES = new Map<number, string>(
+  Object.entries(pkcs11js).filter(([name, value]) => name.startsWith('CKR_') && typeof value === 'number').map(([name, value]) => [value as number, name]),
+);
+
+/** A PKCS#11 failure typed where it happened: its CKR name travels as a field, never in a message to parse. */
+export class Pkcs11CallError extends Error {
+  constructor(readonly ckr: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'Pkcs11CallError';
+  }
+}
+
+/** The CKR name of a PKCS#11 failure ('CKR_DEVICE_ERROR'), or undefined for any other error. */
 export function ckrName(err: unknown): string | undefined {
-  if (err instanceof pkcs11js.Pkcs11Error) return err.message.split(':')[0];
-  if (err instanceof Error && /^CKR_[A-Z_]+/.test(err.message)) return /^CKR_[A-Z_]+/.exec(err.message)?.[0];
+  if (err instanceof Pkcs11CallError) return err.ckr;
+  // Vendor-defined or future codes have no name in pkcs11js: keep the number.
+  if (err instanceof pkcs11js.Pkcs11Error) return CKR_NAMES.get(err.code) ?? `CKR_0x${err.code.toString(16).padStart(8, '0')}`;
   return undefined;
+}
+
+/** The token refused the PIN itself: trying it again could lock the token. */
+const PIN_REJECTED = new Set(['CKR_PIN_INCORRECT', 'CKR_PIN_LOCKED', 'CKR_PIN_INVALID', 'CKR_PIN_LEN_RANGE', 'CKR_PIN_EXPIRED']);
+
+export function isPinRejected(ckr: string | undefined): boolean {
+  return ckr !== undefined && PIN_REJECTED.has(ckr);
 }
 
 /** The session is gone but the token is fine: discard the session, retry on a fresh one. */
@@ -51,5 +72,3 @@ export function tolerate<T>(call: () => T, ...okCodes: string[]): T | undefined 
     throw err;
   }
 }
-
-export { pkcs11js };

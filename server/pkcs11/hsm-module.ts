@@ -1,6 +1,7 @@
 import * as pkcs11js from 'pkcs11js';
 import type { TokenSelector } from '../config/gateway-config';
-import { ckrName, isLoggedInState, tolerate } from './ckr';
+import { ckrName, isLoggedInState, Pkcs11CallError, tolerate } from './ckr';
+import { errorMessage } from '../../common/errors';
 
 /** The loaded PKCS#11 library and the one token we use. Synchronous calls only; no policy. */
 export class HsmModule {
@@ -17,7 +18,7 @@ export class HsmModule {
     try {
       this.p11.load(this.modulePath);
     } catch (err) {
-      throw new Error(`cannot load PKCS#11 module ${this.modulePath}: ${(err as Error).message}`);
+      throw new Error(`cannot load PKCS#11 module ${this.modulePath}: ${errorMessage(err)}`);
     }
     this.loaded = true;
   }
@@ -88,7 +89,9 @@ export class HsmModule {
       this.p11.C_Login(session, pkcs11js.CKU_USER, pin);
     } catch (err) {
       if (ckrName(err) === 'CKR_USER_ALREADY_LOGGED_IN') return;
-      throw new Error(`token login failed: ${ckrName(err) ?? (err as Error).message}`);
+      const ckr = ckrName(err);
+      if (ckr === undefined) throw err;
+      throw new Pkcs11CallError(ckr, `token login failed: ${ckr}`, { cause: err });
     }
   }
 

@@ -1,11 +1,13 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { KeyConfig, Pkcs11Config } from '../config/gateway-config';
-import { ckrName, classifyCkr } from './ckr';
+import { ckrName, classifyCkr, isPinRejected } from './ckr';
 import { HsmBusyError, HsmDeadlineError, HsmOperationError, HsmRejectedError, HsmUnavailableError } from './hsm-errors';
 import { HsmModule } from './hsm-module';
 import { refreshCertificateChains, resolveKeys, type KeyWarning, type ResolvedKey } from './key-store';
 import { SessionPool, type SessionPoolStats } from './session-pool';
 import { SignExecutor, SignJobError, SignJobTimeoutError, type SignTaskSink } from './sign-executor';
 import type { SignTask } from './sign-task';
+import { errorMessage } from '../../common/errors';
 
 export type HsmState = 'starting' | 'ready' | 'unavailable' | 'closed';
 
@@ -16,10 +18,11 @@ export interface HsmObserver {
   reconnectAttempt(ok: boolean, error?: string): void;
   loginAttempt(ok: boolean, error?: string): void;
   sessionDiscarded(reason: 'session-lost' | 'timeout' | 'error'): void;
+  /** A sign thread was started in place of one that hung ('stuck') or died (why). */
+  signThreadReplaced(reason: string): void;
   keyWarning(warning: KeyWarning): void;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The HSM as the rest of the gateway sees it: named keys and a `sign` call. It owns the module
@@ -56,7 +59,7 @@ export class Hsm implements SignTaskSink {
       },
       { pool: () => (this.ready ? this.pool : undefined), unavailable: () => `HSM unavailable (${this.currentState})` },
       this,
-      { threadStuck: () => this.observer.sessionDiscarded('timeout') },
+      { threadStuck: () => this.observer.sessionDiscarded('timeout'), threadReplaced: (reason) => this.observer.signThreadReplaced(reason) },
     );
   }
 
@@ -117,7 +120,7 @@ export class Hsm implements SignTaskSink {
       this.module.login(control, this.pin);
     } catch (err) {
       this.module.closeSession(control);
-      if (/CKR_PIN_(INCORRECT|LOCKED|INVALID|LEN_RANGE|EXPIRED)/.test((err as Error).message)) this.pinRejected = true;
+      if (isPinRejected(ckrName(err))) this.pinRejected = true;
       throw err;
     }
     this.controlSession = control;
@@ -238,7 +241,7 @@ export class Hsm implements SignTaskSink {
     if (kind === 'device-down' || kind === 'login-lost' || kind === 'session-lost' || kind === 'key-lost') {
       return new HsmUnavailableError(`HSM unavailable: ${ckr}`, ckr);
     }
-    return new HsmOperationError(`HSM operation failed: ${ckr ?? (err as Error).message}`, ckr);
+    return new HsmOperationError(`HSM operation failed: ${ckr ?? errorMessage(err)}`, ckr);
   }
 
   /** Records a PKCS#11 failure and reacts to what it says about the token. */
@@ -260,10 +263,10 @@ export class Hsm implements SignTaskSink {
       this.loginBackoffMs = this.config.reconnectBackoffMs.initial;
       return true;
     } catch (err) {
-      const message = (err as Error).message;
+      const message = errorMessage(err);
       this.observer.loginAttempt(false, message);
       this.loginBackoffMs = Math.min(this.loginBackoffMs * 2, this.config.reconnectBackoffMs.max);
-      if (/CKR_PIN_/.test(message)) {
+      if (isPinRejected(ckrName(err))) {
         this.pinRejected = true;
         this.setState('unavailable', `${message}; not retrying so the PIN cannot be locked: fix the PIN and restart`);
       } else {
@@ -282,7 +285,7 @@ export class Hsm implements SignTaskSink {
       if (ckr) this.observer.hsmError(ckr);
       const kind = classifyCkr(ckr);
       // A lost control session also drops our view of the login: rebuild everything.
-      if (kind === 'device-down' || kind === 'session-lost' || kind === 'key-lost' || ckr === undefined) this.startReconnect(`health check: ${ckr ?? (err as Error).message}`);
+      if (kind === 'device-down' || kind === 'session-lost' || kind === 'key-lost' || ckr === undefined) this.startReconnect(`health check: ${ckr ?? errorMessage(err)}`);
     }
   }
 
@@ -322,9 +325,9 @@ export class Hsm implements SignTaskSink {
         this.setState('ready', 'reconnected');
         return;
       } catch (err) {
-        this.observer.reconnectAttempt(false, (err as Error).message);
+        this.observer.reconnectAttempt(false, errorMessage(err));
         if (this.pinRejected) {
-          this.setState('unavailable', `${(err as Error).message}; not retrying so the PIN cannot be locked`);
+          this.setState('unavailable', `${errorMessage(err)}; not retrying so the PIN cannot be locked`);
           return;
         }
         delay = Math.min(delay * 2, this.config.reconnectBackoffMs.max);

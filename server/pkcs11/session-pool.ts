@@ -1,7 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as genericPool from 'generic-pool';
 import type { SessionPoolConfig } from '../config/gateway-config';
 import { ckrName } from './ckr';
 import { HsmBusyError, HsmUnavailableError } from './hsm-errors';
+import { errorMessage } from '../../common/errors';
 
 export interface PooledSession {
   handle: Buffer;
@@ -19,7 +21,6 @@ export interface SessionFactory {
 
 export interface SessionPoolStats { size: number; inUse: number; idle: number; waiting: number; max: number }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * PKCS#11 sessions pooled with generic-pool. Only C_OpenSession happens in `create` (login is
@@ -50,7 +51,7 @@ export class SessionPool {
         return { handle, generation, lastUsedAt: performance.now() };
       } catch (err) {
         this.createFailures++;
-        this.lastCreateError = ckrName(err) ?? (err as Error).message;
+        this.lastCreateError = ckrName(err) ?? errorMessage(err);
         this.nextCreateAt = performance.now() + Math.min(backoff.initial * 2 ** (this.createFailures - 1), backoff.max);
         onCreateError(err);
         await sleep(0);

@@ -16,6 +16,7 @@ import {
   META_INTS, OUTPUT_LENGTH, QUEUED, RAW_SIGNATURE_LENGTH, RING_SLOTS, RingView, RUNNING, SESSION_EPOCH, SESSION_FAILED, SIGNED, SLEEPING,
   SLOT_BYTES, STALE, STARTED, STATE, STOP, TAIL, TIME_FIELDS, type SignThreadInit,
 } from './sign-thread-protocol';
+import { errorMessage } from '../../common/errors';
 
 const init = workerData as SignThreadInit;
 const p11 = new pkcs11js.PKCS11();
@@ -72,7 +73,7 @@ function runSlot(slot: number): void {
   } catch (err) {
     const ckr = ckrName(err);
     if (classifyCkr(ckr) !== 'request-rejected') failedEpoch = meta[m + SESSION_EPOCH];
-    writeOutput(slot, Buffer.from(`${ckr ?? ''}\n${(err as Error).message}`).subarray(0, SLOT_BYTES));
+    writeOutput(slot, Buffer.from(`${ckr ?? ''}\n${errorMessage(err)}`).subarray(0, SLOT_BYTES));
     state = FAILED;
   }
   times[t + HSM_MS] = epochNow() - started;

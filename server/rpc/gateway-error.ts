@@ -3,8 +3,9 @@ import { HsmBusyError, HsmDeadlineError, HsmOperationError, HsmRejectedError, Hs
 
 /** A failure with the exact gRPC status the caller gets. Messages never contain secrets. */
 export class GatewayError extends Error {
-  constructor(readonly code: status, message: string) {
-    super(message);
+  /** `cause`: what failed below, kept for the log; the client sees only the code and message. */
+  constructor(readonly code: status, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'GatewayError';
   }
 }
@@ -14,14 +15,16 @@ const REJECTED_AS_PRECONDITION = new Set(['CKR_MECHANISM_INVALID', 'CKR_MECHANIS
 /** Maps any failure of the sign path to a GatewayError. */
 export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
-  if (err instanceof HsmUnavailableError) return new GatewayError(status.UNAVAILABLE, err.message);
-  if (err instanceof HsmBusyError) return new GatewayError(status.RESOURCE_EXHAUSTED, err.message);
-  if (err instanceof HsmDeadlineError) return new GatewayError(status.DEADLINE_EXCEEDED, err.message);
+  const cause = { cause: err };
+  if (err instanceof HsmUnavailableError) return new GatewayError(status.UNAVAILABLE, err.message, cause);
+  if (err instanceof HsmBusyError) return new GatewayError(status.RESOURCE_EXHAUSTED, err.message, cause);
+  if (err instanceof HsmDeadlineError) return new GatewayError(status.DEADLINE_EXCEEDED, err.message, cause);
   if (err instanceof HsmRejectedError) {
-    return new GatewayError(REJECTED_AS_PRECONDITION.has(err.ckr) ? status.FAILED_PRECONDITION : status.INVALID_ARGUMENT, err.message);
+    return new GatewayError(REJECTED_AS_PRECONDITION.has(err.ckr) ? status.FAILED_PRECONDITION : status.INVALID_ARGUMENT, err.message, cause);
   }
-  if (err instanceof HsmOperationError) return new GatewayError(status.INTERNAL, err.message);
-  return new GatewayError(status.INTERNAL, 'internal error');
+  if (err instanceof HsmOperationError) return new GatewayError(status.INTERNAL, err.message, cause);
+  // A bug, not a failure we know: the client learns nothing of it, the log line keeps it.
+  return new GatewayError(status.INTERNAL, 'internal error', cause);
 }
 
 export const STATUS_NAMES: Record<number, string> = Object.fromEntries(

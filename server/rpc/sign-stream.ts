@@ -156,8 +156,4 @@ export class SignStreamRegistry {
     this.draining = true;
     for (const s of this.sessions) s.drain();
   }
-
-  get size(): number {
-    return this.sessions.size;
-  }
 }

@@ -5,11 +5,13 @@ import {
 import type { KeyGrant } from '../auth/authorizer';
 import type { AccessPolicyHolder } from '../auth/access-policy';
 import type { LimitsConfig } from '../config/gateway-config';
+import type { Logger } from '../observability/logger';
 import type { GatewayMetrics } from '../observability/metrics';
 import type { Hsm } from '../pkcs11/hsm';
 import type { ResolvedKey } from '../pkcs11/key-store';
 import { callerConnection, type AuthenticatedConnection, type ConnectionLookup } from './caller-connection';
 import { deadlineOf } from './deadline';
+import { errorMessage } from '../../common/errors';
 import { GatewayError, toGatewayError } from './gateway-error';
 import type { SignPipeline, SignReply, SignRequestTask } from './sign-pipeline';
 import { checkKeyName } from './sign-request-validation';
@@ -23,6 +25,7 @@ export interface SignerServiceDeps {
   limits: LimitsConfig;
   metrics: GatewayMetrics;
   streams: SignStreamRegistry;
+  logger: Logger;
 }
 
 function keyInfo(key: ResolvedKey, grant: KeyGrant): KeyInfo {
@@ -49,10 +52,12 @@ class UnaryReply implements SignReply {
 }
 
 export function createSignerService(deps: SignerServiceDeps): SignerServer {
-  const { hsm, policy, connections, pipeline, limits, metrics, streams } = deps;
+  const { hsm, policy, connections, pipeline, limits, metrics, streams, logger } = deps;
 
   const fail = <T>(callback: sendUnaryData<T>, err: unknown): void => {
     const e = toGatewayError(err);
+    // The client is told "internal error"; the log keeps what it was.
+    if (e.code === status.INTERNAL) logger.error('request failed', { error: errorMessage(e.cause ?? e) });
     callback({ code: e.code, details: e.message });
   };
 

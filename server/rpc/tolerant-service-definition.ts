@@ -1,4 +1,5 @@
 import { SignRequest, SignerService } from '../../proto/generated/hsmgateway/v1/signer';
+import { errorMessage } from '../../common/errors';
 
 /**
  * A SignRequest that could not be decoded. grpc-js answers a deserializer exception with
@@ -17,7 +18,7 @@ function decodeSignRequest(value: Buffer): SignRequest {
   try {
     return SignRequest.decode(value);
   } catch (err) {
-    const marker: MalformedSignRequest = { ...SignRequest.create(), malformed: (err as Error).message };
+    const marker: MalformedSignRequest = { ...SignRequest.create(), malformed: errorMessage(err) };
     return marker;
   }
 }

@@ -4,6 +4,7 @@ import { findTicketRoot, macWithTicketRoot } from '../pkcs11/ticket-root';
 import { derivationInput, expandTicketKey, type TicketKeyMaterial } from './ticket-key-derivation';
 import type { TicketKeysSection } from '../config/gateway-config';
 import { epochAt, windowsAt, type EpochWindow } from './ticket-epochs';
+import { errorMessage } from '../../common/errors';
 
 
 export type TicketKey = EpochWindow & TicketKeyMaterial;
@@ -73,7 +74,7 @@ export class TicketKeySource {
       this.observer.derived(true);
       return material;
     } catch (err) {
-      this.observer.derived(false, (err as Error).message);
+      this.observer.derived(false, errorMessage(err));
       throw err;
     }
   }

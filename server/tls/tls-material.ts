@@ -4,6 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import type { SecureContextOptions } from 'node:tls';
 import type { TlsConfig } from '../config/gateway-config';
 import { ClientTrust } from './client-trust';
+import { errorMessage } from '../../common/errors';
 
 export interface LoadedTlsMaterial {
   /** For the TLS server: the certificate and key, the client CA and the CRLs (TLS 1.3 only). */
@@ -24,7 +25,7 @@ export function loadTlsMaterial(config: TlsConfig): LoadedTlsMaterial {
     try {
       return fs.readFileSync(file);
     } catch (err) {
-      throw new Error(`tls.${field}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new Error(`tls.${field}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
     }
   };
   const cert = read('cert', config.cert);
@@ -35,19 +36,19 @@ export function loadTlsMaterial(config: TlsConfig): LoadedTlsMaterial {
   try {
     tls.createSecureContext(options);
   } catch (err) {
-    throw new Error(`tls: the certificate, key, client CA${crl ? ' and CRL' : ''} do not form a usable TLS context: ${(err as Error).message}`);
+    throw new Error(`tls: the certificate, key, client CA${crl ? ' and CRL' : ''} do not form a usable TLS context: ${errorMessage(err)}`);
   }
   let notAfter: Date;
   try {
     notAfter = new Date(new X509Certificate(cert).validTo);
   } catch (err) {
-    throw new Error(`tls.cert: ${config.cert} is not a PEM certificate: ${(err as Error).message}`);
+    throw new Error(`tls.cert: ${config.cert} is not a PEM certificate: ${errorMessage(err)}`);
   }
   let trust: ClientTrust;
   try {
     trust = new ClientTrust(ca.toString('latin1'), crl?.toString('latin1'));
   } catch (err) {
-    throw new Error(`tls: the client CA or CRL file cannot be parsed: ${(err as Error).message}`);
+    throw new Error(`tls: the client CA or CRL file cannot be parsed: ${errorMessage(err)}`);
   }
   return { options, notAfter, trust };
 }

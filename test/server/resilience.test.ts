@@ -13,6 +13,7 @@ import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { SignatureAlgorithm } from '../../proto/generated/hsmgateway/v1/signer';
 import { GatewayClientError } from '../../client/gateway-client-error';
 import { FaultController } from '../faulty-pkcs11/faulty-module';
+import { Logger } from '../../server/observability/logger';
 import { startFaultyGateway, type TestGateway } from '../support/test-gateway';
 import { parsePrometheusText, sampleValue, type ParsedMetrics } from '../support/prometheus-text';
 import { IDENTITIES } from '../support/test-environment';
@@ -212,9 +213,12 @@ describe('HSM faults', () => {
     }
   });
 
-  it('a hung HSM call frees its caller with UNAVAILABLE, its session is never reused while stuck, the pool does not leak', async () => {
+  it('a hung HSM call frees its caller with UNAVAILABLE, its session is never reused while stuck, the pool does not leak, the thread is replaced with a log line and a metric', async () => {
     faults.clear();
-    const gw = await startFaultyGateway(faults, { pkcs11: { operationTimeoutMs: 300, sessions: { min: 1, max: 3 }, signThreads: 2, healthCheckIntervalMs: 600_000 } });
+    const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hung-call-'));
+    const logFile = path.join(logDir, 'log.jsonl');
+    const logFd = fs.openSync(logFile, 'w');
+    const gw = await startFaultyGateway(faults, { pkcs11: { operationTimeoutMs: 300, sessions: { min: 1, max: 3 }, signThreads: 2, healthCheckIntervalMs: 600_000 } }, new Logger('warn', logFd));
     try {
       const client = gw.client();
       await client.sign('dev-ec', 'ECDSA_SHA256', randomBytes(32));
@@ -233,9 +237,14 @@ describe('HSM faults', () => {
       assert.ok(gw.gateway.hsm.poolStats.size <= 3);
       assert.deepEqual([...new Set(await load(gw, 4, 300))], ['OK'], 'a replacement sign thread serves');
       assert.ok(sampleValue(await metrics(gw), 'hsmgw_sessions_discarded_total', { reason: 'timeout' }) >= 1);
+      assert.equal(sampleValue(await metrics(gw), 'hsmgw_sign_thread_replacements_total', { cause: 'stuck' }), 1);
+      const replaced = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"sign thread replaced"')).map((l) => JSON.parse(l) as { reason?: string });
+      assert.deepEqual(replaced.map((l) => l.reason), ['stuck'], 'one warning line for the replaced thread');
     } finally {
       faults.clear();
       await gw.stop();
+      fs.closeSync(logFd);
+      fs.rmSync(logDir, { recursive: true, force: true });
     }
   });
 

@@ -121,12 +121,12 @@ let loadedFaults: FaultController | undefined;
  * A gateway on the fault-injecting PKCS#11 module, forwarding to the test SoftHSM token. The
  * module reads its control-file path once per process, so a test file uses one FaultController.
  */
-export async function startFaultyGateway(faults: FaultController, options: TestGatewayOptions = {}): Promise<TestGateway> {
+export async function startFaultyGateway(faults: FaultController, options: TestGatewayOptions = {}, logger?: Logger): Promise<TestGateway> {
   if (loadedFaults && loadedFaults !== faults) throw new Error('the faulty module is already loaded with another FaultController in this process: share one per test file');
   loadedFaults = faults;
   const env = await testEnvironment();
   return startTestGateway({
     ...options,
     pkcs11: { module: buildFaultyModule(), environment: { SOFTHSM2_CONF: env.softhsmConf, ...faults.env() }, ...options.pkcs11 },
-  });
+  }, logger);
 }

@@ -127,7 +127,7 @@ export function keylessAddonPath(runtime: AddonRuntime = currentRuntime()): stri
     throw new Error(
       `keyless: no native addon for ${where}: @hsm-gateway/client ships prebuilds for linux-x64 (glibc) on Node 20, 22 and 24 (ABI 115, 127, 137). ` +
         'Build it from source (needs g++, make, python3 and Node\'s headers) with `npm rebuild @hsm-gateway/client --foreground-scripts` ' +
-        '(or allow its install script), or point HSM_GATEWAY_KEYLESS_ADDON at a keyless.node. ' +
+        '(or approve its install script: `npm install-scripts approve @hsm-gateway/client`), or point HSM_GATEWAY_KEYLESS_ADDON at a keyless.node. ' +
         `Looked for: ${candidates.join(', ')}. GatewayClient.sign() and getKey() work without it.`,
     );
   }

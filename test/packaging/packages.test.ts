@@ -88,8 +88,11 @@ async function pack(workspace: string | undefined, extra: string[]): Promise<Pac
 
 const npmEnv = (dir: string): NodeJS.ProcessEnv => ({ ...process.env, npm_config_cache: process.env['npm_config_cache'] ?? path.join(os.homedir(), '.npm'), npm_config_update_notifier: 'false', HOME: process.env['HOME'] ?? dir });
 
+const scratchDirs: string[] = [];
+
 function scratchProject(prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  scratchDirs.push(dir);
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: path.basename(dir).toLowerCase(), version: '1.0.0', private: true }));
   return dir;
 }
@@ -174,7 +177,7 @@ describe('packaging: npm pack of both packages, installed as users install them'
   after(async () => {
     for (const child of children) await stop(child);
     await gateway?.stop();
-    fs.rmSync(packDir, { recursive: true, force: true });
+    for (const dir of [packDir, ...scratchDirs]) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   for (const [name, workspace] of [['hsm-gateway', undefined], ['@hsm-gateway/client', 'client']] as const) {

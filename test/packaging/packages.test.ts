@@ -246,6 +246,10 @@ describe('packaging: npm pack of both packages, installed as users install them'
     // `hsm-gateway/client` still works, as a re-export of @hsm-gateway/client.
     const reexport = await must(process.execPath, ['-e', "const a = require('hsm-gateway/client'), b = require('@hsm-gateway/client'); console.log(a.GatewayClient === b.GatewayClient)"], { cwd: dir });
     assert.equal(reexport.trim(), 'true');
+    // The gateway's own keyless commands (keyless-pem, agent) find the client package's prebuild.
+    const loader = path.join(dir, 'node_modules', 'hsm-gateway', 'dist', 'client', 'keyless', 'keyless-addon.js');
+    const addon = await must(process.execPath, ['-e', `console.log(require(${JSON.stringify(loader)}).keylessAddonPath())`], { cwd: dir });
+    assert.equal(addon.trim(), path.join(fs.realpathSync(dir), 'node_modules', '@hsm-gateway', 'client', 'prebuilds', 'linux-x64', `keyless.abi${process.versions.modules}.glibc.node`));
     const [grpc, metrics] = [await freePort(), await freePort()];
     const stateDir = path.join(dir, 'state');
     const child = spawn('npx', ['--no-install', 'hsm-gateway', 'serve'], {

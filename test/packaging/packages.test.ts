@@ -152,14 +152,17 @@ const keylessMapped = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\\
   } catch (error) {
     keylessError = error.message;
   }
+  // prom-client is an optional peer, not installed here: the registry says what to install.
+  let metricsError = null;
+  if (server) await client.keylessMetricsRegistry().then(() => { metricsError = 'none'; }, (error) => { metricsError = error.message; });
   const loaded = Object.keys(require.cache).filter((f) => /node_modules\\/(prom-client|@peculiar|reflect-metadata|pkcs11js|generic-pool|yaml)\\//.test(f));
-  console.log('RESULT ' + JSON.stringify({ verified, addonBeforeKeyless: before, addonAfterKeyless: keylessMapped(), keylessError, loaded, port: server ? server.address().port : 0 }));
+  console.log('RESULT ' + JSON.stringify({ verified, addonBeforeKeyless: before, addonAfterKeyless: keylessMapped(), keylessError, metricsError, loaded, port: server ? server.address().port : 0 }));
   process.once('SIGTERM', () => { if (server) server.close(); client.close().finally(() => process.exit(0)); });
   if (!server) await client.close();
 })().catch((error) => { console.error(error); process.exit(1); });
 `;
 
-interface ProxyResult { verified: boolean; addonBeforeKeyless: boolean; addonAfterKeyless: boolean; keylessError: string | null; loaded: string[]; port: number }
+interface ProxyResult { verified: boolean; addonBeforeKeyless: boolean; addonAfterKeyless: boolean; keylessError: string | null; metricsError: string | null; loaded: string[]; port: number }
 
 describe('packaging: npm pack of both packages, installed as users install them', { timeout: 900_000 }, () => {
   const packDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hsmgw-pack-'));
@@ -219,6 +222,7 @@ describe('packaging: npm pack of both packages, installed as users install them'
     assert.equal(result.addonBeforeKeyless, false, 'sign/getKey loaded the keyless addon');
     assert.equal(result.addonAfterKeyless, true);
     assert.deepEqual(result.loaded, []);
+    assert.match(result.metricsError ?? '', /keylessMetricsRegistry\(\) needs prom-client .*npm install prom-client/);
     const curl = await must('curl', ['-sS', '--cacert', chain, '--resolve', `localhost:${result.port}:127.0.0.1`, `https://localhost:${result.port}/`], { cwd: dir, timeoutMs: 30_000 });
     assert.equal(curl, 'keyless from the package\n');
     await stop(proxy.child);

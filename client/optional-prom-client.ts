@@ -21,11 +21,14 @@ export function optionalPromClient(): PromClient | undefined {
   return cached ?? undefined;
 }
 
+/** The one error for a feature that needs prom-client when it is not installed. */
+export function promClientMissing(feature: string): Error {
+  return new Error(`${feature} needs prom-client (an optional peer dependency of @hsm-gateway/client): npm install prom-client@^15`);
+}
+
 /** prom-client, or one clear error saying which feature needs it and how to get it. */
 export function requirePromClient(feature: string): PromClient {
   const promClient = optionalPromClient();
-  if (promClient === undefined) {
-    throw new Error(`${feature} needs prom-client (an optional peer dependency of @hsm-gateway/client): npm install prom-client@^15`);
-  }
+  if (promClient === undefined) throw promClientMissing(feature);
   return promClient;
 }

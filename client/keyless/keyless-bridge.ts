@@ -19,7 +19,7 @@ import { Worker } from 'node:worker_threads';
 import { loadKeylessAddon, type KeylessAddon } from './keyless-addon';
 import { encodeKeylessKeyPem } from './keyless-key-pem';
 import { DrainOnlyMetrics, KeylessMetrics, type KeylessMetricsSink } from './keyless-metrics';
-import { optionalPromClient, requirePromClient } from '../optional-prom-client';
+import { optionalPromClient, promClientMissing } from '../optional-prom-client';
 import { validateKeylessBridgeOptions, type KeylessBridgeOptions, type KeylessMode, type ValidatedBridgeOptions } from './keyless-options';
 import { MainThreadSigners } from './main-thread-signers';
 import { TlsHooks } from './nonblocking-hooks';
@@ -54,7 +54,7 @@ function metricsFor(addon: KeylessAddon): KeylessMetricsSink {
   if (processMetrics !== undefined) return processMetrics;
   const prom = optionalPromClient();
   processMetrics = prom === undefined
-    ? new DrainOnlyMetrics(() => addon.drainSamples(), () => requirePromClient('keylessMetricsRegistry()') as never)
+    ? new DrainOnlyMetrics(() => addon.drainSamples(), () => promClientMissing('keylessMetricsRegistry()'))
     : new KeylessMetrics(prom, () => addon.drainSamples(), {
       stats: () => addon.nonBlockingStats(),
       refusals: () => hooksFor(addon).refusals,

@@ -31,12 +31,12 @@ export interface KeylessMetricsSink {
  * pile up natively) and dropped; asking for the registry says what to install.
  */
 export class DrainOnlyMetrics implements KeylessMetricsSink {
-  constructor(private readonly drain: () => SignSample[], private readonly missing: () => never) {
+  constructor(private readonly drain: () => SignSample[], private readonly missing: () => Error) {
     setInterval(() => this.collectSamples(), DRAIN_INTERVAL_MS).unref();
   }
 
   get registry(): Registry {
-    return this.missing();
+    throw this.missing();
   }
 
   recordBridge(): void {}

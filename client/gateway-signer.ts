@@ -32,10 +32,20 @@ function kindOf(key: KeyDescription): KeyKind {
 type CertificatesModule = typeof import('../common/x509/certificates');
 let certificatesModule: CertificatesModule | undefined;
 
-/** Loaded on first use: @peculiar/x509 and reflect-metadata add ~80 ms to a client's start-up. */
+/**
+ * Loaded on first use: @peculiar/x509 and reflect-metadata add ~80 ms to a client's start-up, and
+ * they are optional peer dependencies of @hsm-gateway/client (only the X.509 helpers need them).
+ */
 function certificates(): CertificatesModule {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  certificatesModule ??= require('../common/x509/certificates') as CertificatesModule;
+  if (certificatesModule !== undefined) return certificatesModule;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    certificatesModule = require('../common/x509/certificates') as CertificatesModule;
+  } catch (error) {
+    const missing = ['@peculiar/x509', 'reflect-metadata'].find((name) => error instanceof Error && (error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && error.message.includes(`'${name}'`));
+    if (missing === undefined) throw error;
+    throw new Error(`GatewaySigner's X.509 helpers need ${missing} (optional peer dependencies of @hsm-gateway/client): npm install @peculiar/x509@^2.2.0 reflect-metadata@^0.2.2`, { cause: error });
+  }
   return certificatesModule;
 }
 

@@ -1,4 +1,5 @@
-// Loads the native keyless addon built by scripts/build-addon.js for this Node major.
+// Loads the native keyless addon: a prebuild for this platform and Node ABI, or one built from
+// source (scripts/build-addon.js) for this Node major. Loaded at first keyless use only.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -67,22 +68,67 @@ const ADDON_FUNCTIONS = [
 
 let loaded: KeylessAddon | undefined;
 
-/** Path of the addon for the running Node major (HSM_GATEWAY_KEYLESS_ADDON overrides). */
-export function keylessAddonPath(): string {
+/** What a prebuilt addon must match: platform, arch, libc (Linux) and the Node ABI (process.versions.modules). */
+export interface AddonRuntime {
+  platform: string;
+  arch: string;
+  /** 'glibc' or 'musl' on Linux, '' elsewhere. */
+  libc: string;
+  abi: string;
+  nodeMajor: string;
+}
+
+export function currentRuntime(): AddonRuntime {
+  let libc = '';
+  if (process.platform === 'linux') {
+    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+    libc = header?.glibcVersionRuntime !== undefined ? 'glibc' : 'musl';
+  }
+  return { platform: process.platform, arch: process.arch, libc, abi: process.versions.modules, nodeMajor: process.versions.node.split('.')[0] ?? '' };
+}
+
+/** The file name of a prebuild: prebuilds/<platform>-<arch>/keyless.abi<ABI>[.<libc>].node. */
+export function prebuildFile(runtime: AddonRuntime): string {
+  return path.join('prebuilds', `${runtime.platform}-${runtime.arch}`, `keyless.abi${runtime.abi}${runtime.libc ? `.${runtime.libc}` : ''}.node`);
+}
+
+/**
+ * The directories that may hold the addon: this package (@hsm-gateway/client: dist/client/keyless
+ * is three levels down), the repository's client/ folder (the root build), and an installed
+ * @hsm-gateway/client (the gateway package's own CLI).
+ */
+function packageDirs(): string[] {
+  const up = path.resolve(__dirname, '..', '..', '..');
+  const dirs = [up, path.join(up, 'client')];
+  try {
+    dirs.push(path.dirname(require.resolve('@hsm-gateway/client/package.json', { paths: [__dirname] })));
+  } catch {
+    // not installed as a package: the two above are all there is
+  }
+  return [...new Set(dirs)];
+}
+
+/**
+ * Path of the addon for this runtime: HSM_GATEWAY_KEYLESS_ADDON, else a prebuild for the
+ * platform, arch, libc and Node ABI, else one built from source for this Node major
+ * (keyless/native/build/node-<major>/keyless.node). Throws one error naming all of them.
+ */
+export function keylessAddonPath(runtime: AddonRuntime = currentRuntime()): string {
   const override = process.env['HSM_GATEWAY_KEYLESS_ADDON'];
   if (override) return override;
-  const major = process.versions.node.split('.')[0] ?? '';
-  const file = path.join('build', `node-${major}`, 'keyless.node');
-  // Compiled: dist/client/keyless -> <root>/client/keyless/native. Source: ./native.
-  const candidates = [
-    path.resolve(__dirname, '..', '..', '..', 'client', 'keyless', 'native', file),
-    path.resolve(__dirname, 'native', file),
-  ];
+  const candidates: string[] = [];
+  for (const dir of packageDirs()) {
+    candidates.push(path.join(dir, prebuildFile(runtime)));
+    candidates.push(path.join(dir, 'keyless', 'native', 'build', `node-${runtime.nodeMajor}`, 'keyless.node'));
+  }
   const found = candidates.find((candidate) => fs.existsSync(candidate));
   if (found === undefined) {
+    const where = `${runtime.platform}-${runtime.arch}${runtime.libc ? ` (${runtime.libc})` : ''}, Node ${process.versions.node} (ABI ${runtime.abi})`;
     throw new Error(
-      `keyless: native addon for Node ${major} not found (looked for ${candidates.join(', ')}); ` +
-        'build it with `npm run build:addon` (or `node scripts/build-addon.js --all`)',
+      `keyless: no native addon for ${where}: @hsm-gateway/client ships prebuilds for linux-x64 (glibc) on Node 20, 22 and 24 (ABI 115, 127, 137). ` +
+        'Build it from source (needs g++, make, python3 and Node\'s headers) with `npm rebuild @hsm-gateway/client --foreground-scripts` ' +
+        '(or approve its install script: `npm install-scripts approve @hsm-gateway/client`), or point HSM_GATEWAY_KEYLESS_ADDON at a keyless.node. ' +
+        `Looked for: ${candidates.join(', ')}. GatewayClient.sign() and getKey() work without it.`,
     );
   }
   return found;

@@ -18,7 +18,8 @@ import { Worker } from 'node:worker_threads';
 
 import { loadKeylessAddon, type KeylessAddon } from './keyless-addon';
 import { encodeKeylessKeyPem } from './keyless-key-pem';
-import { KeylessMetrics } from './keyless-metrics';
+import { DrainOnlyMetrics, KeylessMetrics, type KeylessMetricsSink } from './keyless-metrics';
+import { optionalPromClient, promClientMissing } from '../optional-prom-client';
 import { validateKeylessBridgeOptions, type KeylessBridgeOptions, type KeylessMode, type ValidatedBridgeOptions } from './keyless-options';
 import { MainThreadSigners } from './main-thread-signers';
 import { TlsHooks } from './nonblocking-hooks';
@@ -34,7 +35,7 @@ const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5000;
 const CLOSE_GRACE_MS = 5000;
 
-let processMetrics: KeylessMetrics | undefined;
+let processMetrics: KeylessMetricsSink | undefined;
 let processHooks: TlsHooks | undefined;
 let processSigners: MainThreadSigners | undefined;
 let selfCheck: Promise<string | undefined> | undefined;
@@ -49,11 +50,15 @@ function hooksFor(addon: KeylessAddon): TlsHooks {
   return processHooks;
 }
 
-function metricsFor(addon: KeylessAddon): KeylessMetrics {
-  processMetrics ??= new KeylessMetrics(() => addon.drainSamples(), {
-    stats: () => addon.nonBlockingStats(),
-    refusals: () => hooksFor(addon).refusals,
-  });
+function metricsFor(addon: KeylessAddon): KeylessMetricsSink {
+  if (processMetrics !== undefined) return processMetrics;
+  const prom = optionalPromClient();
+  processMetrics = prom === undefined
+    ? new DrainOnlyMetrics(() => addon.drainSamples(), () => promClientMissing('keylessMetricsRegistry()'))
+    : new KeylessMetrics(prom, () => addon.drainSamples(), {
+      stats: () => addon.nonBlockingStats(),
+      refusals: () => hooksFor(addon).refusals,
+    });
   return processMetrics;
 }
 
@@ -87,7 +92,7 @@ export class KeylessBridge {
   /** Names this bridge inside its key PEMs. */
   readonly id = randomUUID();
   /** Per-process keyless metrics (shared by every bridge), with a mountable prom-client Registry. */
-  readonly metrics: KeylessMetrics;
+  readonly metrics: KeylessMetricsSink;
 
   private worker: Worker | undefined;
   private workerStartedAt = 0;

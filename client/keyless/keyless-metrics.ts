@@ -2,7 +2,9 @@
 // The addon records every sign attempt natively (the handshake thread cannot run
 // JavaScript while it waits); samples are drained into prom-client before each
 // scrape and every few seconds.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+import type { PromClient } from '../optional-prom-client';
 
 import type { NonBlockingStats, SignSample } from './keyless-addon';
 import { latencyBuckets } from '../../common/latency-buckets';
@@ -15,9 +17,40 @@ export interface NonBlockingSources {
 
 const DRAIN_INTERVAL_MS = 5000;
 
-export class KeylessMetrics {
+/** What a keyless bridge records; the prom-client-backed KeylessMetrics, or DrainOnlyMetrics without prom-client. */
+export interface KeylessMetricsSink {
+  /** The prom-client registry to mount (throws when prom-client is not installed). */
+  readonly registry: Registry;
+  recordBridge(mode: 'non-blocking' | 'blocking', delta: 1 | -1): void;
+  recordWorkerExit(reason: string): void;
+  collectSamples(): void;
+}
+
+/**
+ * Without prom-client (an optional peer): the addon's samples are still drained (so they do not
+ * pile up natively) and dropped; asking for the registry says what to install.
+ */
+export class DrainOnlyMetrics implements KeylessMetricsSink {
+  constructor(private readonly drain: () => SignSample[], private readonly missing: () => Error) {
+    setInterval(() => this.collectSamples(), DRAIN_INTERVAL_MS).unref();
+  }
+
+  get registry(): Registry {
+    throw this.missing();
+  }
+
+  recordBridge(): void {}
+
+  recordWorkerExit(): void {}
+
+  collectSamples(): void {
+    this.drain();
+  }
+}
+
+export class KeylessMetrics implements KeylessMetricsSink {
   /** Mount this registry (e.g. merge it into the application's) to expose the metrics. */
-  readonly registry = new Registry();
+  readonly registry: Registry;
 
   private readonly remoteSigns: Counter<'key'>;
   private readonly signDuration: Histogram<'key' | 'result'>;
@@ -26,7 +59,9 @@ export class KeylessMetrics {
   private readonly bridges: Gauge<'mode'>;
   private readonly counted = new Map<string, number>();
 
-  constructor(private readonly drain: () => SignSample[], nonBlocking?: NonBlockingSources) {
+  constructor(private readonly prom: PromClient, private readonly drain: () => SignSample[], nonBlocking?: NonBlockingSources) {
+    const { Counter, Gauge, Histogram, Registry } = prom;
+    this.registry = new Registry();
     const collect = (): void => this.collectSamples();
     this.remoteSigns = new Counter({
       name: 'hsmgw_keyless_remote_signs_total',
@@ -68,6 +103,7 @@ export class KeylessMetrics {
 
   /** Counters of the non-blocking mode; read from their sources on each scrape. */
   private declareNonBlocking(sources: NonBlockingSources): void {
+    const { Counter, Gauge } = this.prom;
     // Native counters only grow: each scrape adds what is new since the last one.
     const add = (counter: Counter<string>, name: string, value: number, labels: Record<string, string> = {}): void => {
       const key = `${name}/${JSON.stringify(labels)}`;

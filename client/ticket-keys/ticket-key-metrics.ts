@@ -1,27 +1,32 @@
-import * as client from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { requirePromClient } from '../optional-prom-client';
 import type { TicketRingStats } from './ticket-ring-addon';
 
 const OUTCOMES: ReadonlyArray<keyof TicketRingStats> = ['issued', 'noKey', 'resumed', 'renewed', 'unknownKey', 'expired'];
 
 /** The client-side metrics of shared ticket keys, declared once; one registry per shared server. */
 export class TicketKeyMetrics {
-  readonly registry = new client.Registry();
-  private readonly handshakes = new client.Counter({
-    name: 'hsmgw_client_tls_handshakes_total',
-    help: 'TLS handshakes completed by the server sharing ticket keys, by kind: resumed (no signature) or full.',
-    labelNames: ['scope', 'kind'] as const,
-    registers: [this.registry],
-  });
-  private readonly keyUpdates = new client.Counter({
-    name: 'hsmgw_client_ticket_key_updates_total',
-    help: 'Ticket key sets received from the gateway and installed.',
-    labelNames: ['scope'] as const,
-    registers: [this.registry],
-  });
+  readonly registry: Registry;
+  private readonly handshakes: Counter<'scope' | 'kind'>;
+  private readonly keyUpdates: Counter<'scope'>;
   private readonly resumed;
   private readonly full;
 
   constructor(readonly scope: string, stats: () => TicketRingStats) {
+    const client = requirePromClient('shareTicketKeys() (its metrics registry)');
+    this.registry = new client.Registry();
+    this.handshakes = new client.Counter({
+      name: 'hsmgw_client_tls_handshakes_total',
+      help: 'TLS handshakes completed by the server sharing ticket keys, by kind: resumed (no signature) or full.',
+      labelNames: ['scope', 'kind'] as const,
+      registers: [this.registry],
+    });
+    this.keyUpdates = new client.Counter({
+      name: 'hsmgw_client_ticket_key_updates_total',
+      help: 'Ticket key sets received from the gateway and installed.',
+      labelNames: ['scope'] as const,
+      registers: [this.registry],
+    });
     this.resumed = this.handshakes.labels(scope, 'resumed');
     this.full = this.handshakes.labels(scope, 'full');
     this.resumed.inc(0);

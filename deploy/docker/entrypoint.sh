@@ -14,7 +14,7 @@
 # `exec` makes node PID 1, so SIGTERM (graceful stop) and SIGHUP (TLS reload) reach it.
 set -eu
 
-APP_DIR="${HSMGW_APP_DIR:-/app}"
+APP_DIR="${HSMGW_APP_DIR:-/app/node_modules/hsm-gateway}"
 NODE="${HSMGW_NODE:-node}"
 CLI="$APP_DIR/bin/hsm-gateway.js"
 

@@ -68,26 +68,46 @@ function copies(s: Stage): Array<{ from?: string; sources: string[]; dest: strin
 const execForm = (args: string): string[] => JSON.parse(args.replace(/^CMD\s+/, '')) as string[];
 
 /**
- * The runtime stage's /app, rebuilt from this checkout's build: each `COPY --from=build /src/X ./Y`
- * copies X to <root>/app/Y (node_modules is linked, not copied: it is large and read-only here).
+ * The user's install the build stage makes in /app: both packages packed from this build and
+ * installed from their tarballs with --omit=dev (the build stage's RUN lines, checked below).
  */
-function imageLayout(): { root: string; app: string; entrypoint: string } {
+function installLikeTheImage(app: string): void {
+  const pkg = tempDir('pkg');
+  for (const workspace of [[], ['--workspace', 'client']]) {
+    const r = run('npm', ['pack', '--ignore-scripts', '--pack-destination', pkg, ...workspace], { cwd: REPO_ROOT, timeoutMs: 120_000 });
+    assert.equal(r.status, 0, describeRun(r));
+  }
+  const tarballs = fs.readdirSync(pkg).sort().reverse().map((f) => path.join(pkg, f)); // the client first
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'hsm-gateway-image', private: true }));
+  const r = run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', ...tarballs], { cwd: app, timeoutMs: 600_000 });
+  assert.equal(r.status, 0, describeRun(r));
+  fs.rmSync(pkg, { recursive: true, force: true });
+}
+
+/**
+ * The runtime stage's /app, rebuilt: `COPY --from=build /app ./` is the user's install
+ * (installLikeTheImage); any other `COPY --from=build /src/X ./Y` copies X to <root>/app/Y.
+ * appDir is HSMGW_APP_DIR inside that layout.
+ */
+function imageLayout(): { root: string; app: string; appDir: string; entrypoint: string } {
   const root = tempDir('image');
   const app = path.join(root, 'app');
   fs.mkdirSync(app);
   for (const c of copies(stage('runtime'))) {
     if (c.from === 'build') {
       for (const src of c.sources) {
+        if (src === '/app') {
+          installLikeTheImage(app);
+          continue;
+        }
         const rel = src.replace(/^\/src\//, '');
-        const dest = path.join(app, c.dest);
-        if (rel === 'node_modules') fs.symlinkSync(path.join(REPO_ROOT, rel), dest);
-        else fs.cpSync(path.join(REPO_ROOT, rel), dest, { recursive: true });
+        fs.cpSync(path.join(REPO_ROOT, rel), path.join(app, c.dest), { recursive: true });
       }
     }
   }
   const entrypoint = path.join(root, 'hsm-gateway-entrypoint');
   fs.copyFileSync(ENTRYPOINT, entrypoint);
-  return { root, app, entrypoint };
+  return { root, app, appDir: path.join(root, stageEnv('runtime').HSMGW_APP_DIR), entrypoint };
 }
 
 function entryEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
@@ -141,7 +161,14 @@ describe('Dockerfile', () => {
     for (const s of dockerfile()) {
       for (const c of copies(s)) {
         for (const src of c.sources) {
-          if (c.from === 'build') {
+          if (c.from === 'build' && src === '/app') {
+            // The user's install: the build stage packs both packages and installs the tarballs.
+            const runs = stage('build').instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+            assert.match(runs, /npm pack --ignore-scripts --pack-destination \/pkg/);
+            assert.match(runs, /npm pack --ignore-scripts --workspace client --pack-destination \/pkg/);
+            assert.match(runs, /npm install --omit=dev [^\n]*\/pkg\/hsm-gateway-client-\*\.tgz \/pkg\/hsm-gateway-\[0-9\]\*\.tgz/);
+            assert.ok(stage('build').instructions.some((i) => i.op === 'WORKDIR' && i.args === '/app'), 'the build stage installs in /app');
+          } else if (c.from === 'build') {
             assert.ok(fs.existsSync(path.join(REPO_ROOT, src.replace(/^\/src\//, ''))), `stage ${s.name}: COPY --from=build ${src}: not produced by the build`);
           } else if (!c.from) {
             if (src === '.' || src === './') continue;
@@ -177,12 +204,12 @@ describe('entrypoint.sh', () => {
     const [grpcPort, httpPort] = [await freePort(), await freePort()];
     const child = start(bash, [layout.entrypoint, 'serve'], {
       cwd: layout.root,
-      env: entryEnv({ HSMGW_APP_DIR: layout.app, HSMGW_CONFIG: writeConfig(), HSMGW_LISTEN: `127.0.0.1:${grpcPort}`, HSMGW_METRICS_LISTEN: `127.0.0.1:${httpPort}` }),
+      env: entryEnv({ HSMGW_APP_DIR: layout.appDir, HSMGW_CONFIG: writeConfig(), HSMGW_LISTEN: `127.0.0.1:${grpcPort}`, HSMGW_METRICS_LISTEN: `127.0.0.1:${httpPort}` }),
     });
     let client: GatewayClient | undefined;
     try {
       // The image's HEALTHCHECK, with the image's 0.0.0.0 listen address.
-      const health = (): number | null => run(bash, [layout.entrypoint, 'healthcheck'], { env: entryEnv({ HSMGW_APP_DIR: layout.app, HSMGW_METRICS_LISTEN: `0.0.0.0:${httpPort}` }) }).status;
+      const health = (): number | null => run(bash, [layout.entrypoint, 'healthcheck'], { env: entryEnv({ HSMGW_APP_DIR: layout.appDir, HSMGW_METRICS_LISTEN: `0.0.0.0:${httpPort}` }) }).status;
       await waitFor('healthcheck to pass', async () => {
         assert.equal(child.output().includes('Error') && /exit|Cannot find module/.test(child.output()), false, child.output());
         return health() === 0 ? true : undefined;
@@ -210,7 +237,7 @@ describe('entrypoint.sh', () => {
     const state = path.join(layout.root, 'state');
     const child = start(bash, [layout.entrypoint], {
       cwd: layout.root,
-      env: entryEnv({ HSMGW_APP_DIR: layout.app, HSMGW_CONFIG: '', HSMGW_STATE_DIR: state, HSMGW_LISTEN: `127.0.0.1:${grpcPort}`, HSMGW_METRICS_LISTEN: `127.0.0.1:${httpPort}` }),
+      env: entryEnv({ HSMGW_APP_DIR: layout.appDir, HSMGW_CONFIG: '', HSMGW_STATE_DIR: state, HSMGW_LISTEN: `127.0.0.1:${grpcPort}`, HSMGW_METRICS_LISTEN: `127.0.0.1:${httpPort}` }),
     });
     try {
       await waitFor('the embedded default to be ready', async () => (run(bash, [layout.entrypoint, 'healthcheck'], { env: entryEnv({ HSMGW_METRICS_LISTEN: `127.0.0.1:${httpPort}` }) }).status === 0 ? true : undefined), 30_000, 250);
@@ -246,7 +273,7 @@ describe('entrypoint.sh', () => {
     ];
     for (const shell of [bash, which('sh') ?? '/bin/sh']) {
       for (const [name, extra, args, expected] of cases) {
-        const r = run(shell, [layout.entrypoint, 'serve', ...args], { env: entryEnv({ HSMGW_APP_DIR: layout.app, ...extra }) });
+        const r = run(shell, [layout.entrypoint, 'serve', ...args], { env: entryEnv({ HSMGW_APP_DIR: layout.appDir, ...extra }) });
         assert.equal(r.status, 2, `${shell} ${name}: ${describeRun(r)}`);
         assert.match(r.stderr.trim(), expected, `${shell} ${name}`);
         assert.equal(r.stderr.trim().split('\n').length, 1, `${shell} ${name}: one line`);
@@ -256,7 +283,7 @@ describe('entrypoint.sh', () => {
   });
 
   it('passes other commands to the CLI', () => {
-    const r = run(bash, [layout.entrypoint, '--help'], { env: entryEnv({ HSMGW_APP_DIR: layout.app }) });
+    const r = run(bash, [layout.entrypoint, '--help'], { env: entryEnv({ HSMGW_APP_DIR: layout.appDir }) });
     assert.equal(r.status, 0, describeRun(r));
     assert.match(r.stdout + r.stderr, /serve/);
   });

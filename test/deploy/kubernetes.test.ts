@@ -236,9 +236,13 @@ describe('Kubernetes example: keyless nginx with an agent sidecar', () => {
     assert.equal(nginx.env.find((e: Obj) => e.name === 'OPENSSL_CONF')?.value, nginx.volumeMounts.find((m: Obj) => m.subPath === 'openssl.cnf')?.mountPath);
     assert.match(config.data['nginx.conf'], /^env OPENSSL_CONF;$/m, 'nginx passes OPENSSL_CONF to its workers');
     assert.equal(flag(agent, 'allow-uid'), String(nginx.securityContext.runAsUser));
-    // The init container copies the module the image's build produces (client/keyless/native/build).
+    // The init container copies the module the gateway package ships, from the image's install of
+    // it (/app/node_modules/hsm-gateway).
     const copy = pod.initContainers[0].command as string[];
-    assert.equal(copy[1], '/app/client/keyless/native/build/hsmgw-provider.so');
-    assert.match(fs.readFileSync(deployPath('docker', 'Dockerfile'), 'utf8'), /^COPY --from=build \/src\/client\/keyless\/native\/build \.\/client\/keyless\/native\/build$/m);
+    const shipped = 'client/keyless/native/build/hsmgw-provider.so';
+    assert.equal(copy[1], `/app/node_modules/hsm-gateway/${shipped}`);
+    const gatewayPackage = JSON.parse(fs.readFileSync(deployPath('..', 'package.json'), 'utf8')) as { files: string[] };
+    assert.ok(gatewayPackage.files.includes(shipped), `the gateway package does not ship ${shipped}`);
+    assert.match(fs.readFileSync(deployPath('docker', 'Dockerfile'), 'utf8'), /^COPY --from=build \/app \.\/$/m);
   });
 });

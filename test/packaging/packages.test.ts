@@ -24,7 +24,7 @@ export const BUDGET = {
 /** Every file of each tarball must match one of these. */
 const ALLOWED: Record<keyof typeof BUDGET, RegExp[]> = {
   'hsm-gateway': [
-    /^package\.json$/, /^README\.md$/, /^CHANGELOG\.md$/,
+    /^package\.json$/, /^README\.md$/, /^CHANGELOG\.md$/, /^LICENSE$/,
     /^bin\/hsm-gateway\.js$/,
     /^lib\/client\.(js|d\.ts)$/,
     /^dist\/(cli|server|client|common|proto\/generated)\/.+\.js$/,
@@ -34,7 +34,7 @@ const ALLOWED: Record<keyof typeof BUDGET, RegExp[]> = {
     /^deploy\/docker\/Dockerfile$/,
   ],
   '@hsm-gateway/client': [
-    /^package\.json$/, /^README\.md$/,
+    /^package\.json$/, /^README\.md$/, /^LICENSE$/,
     /^dist\/(client|common|proto\/generated)\/.+\.(js|d\.ts)$/,
     /^prebuilds\/linux-x64\/keyless\.abi(115|127|137)\.glibc\.node$/,
     /^keyless\/native\/binding\.gyp$/,
@@ -46,9 +46,9 @@ const ALLOWED: Record<keyof typeof BUDGET, RegExp[]> = {
 
 /** Files each tarball cannot do without. */
 const REQUIRED: Record<keyof typeof BUDGET, string[]> = {
-  'hsm-gateway': ['bin/hsm-gateway.js', 'dist/cli/main.js', 'dist/server/gateway.js', 'lib/client.js', 'lib/client.d.ts', 'proto/hsmgateway/v1/signer.proto', 'CHANGELOG.md', 'deploy/docker/Dockerfile'],
+  'hsm-gateway': ['bin/hsm-gateway.js', 'dist/cli/main.js', 'dist/server/gateway.js', 'lib/client.js', 'lib/client.d.ts', 'proto/hsmgateway/v1/signer.proto', 'CHANGELOG.md', 'LICENSE', 'deploy/docker/Dockerfile'],
   '@hsm-gateway/client': [
-    'dist/client/index.js', 'dist/client/index.d.ts', 'dist/client/keyless/keyless-worker.js', 'dist/client/gateway-remote-signer.js',
+    'LICENSE', 'dist/client/index.js', 'dist/client/index.d.ts', 'dist/client/keyless/keyless-worker.js', 'dist/client/gateway-remote-signer.js',
     'prebuilds/linux-x64/keyless.abi115.glibc.node', 'prebuilds/linux-x64/keyless.abi127.glibc.node', 'prebuilds/linux-x64/keyless.abi137.glibc.node',
   ],
 };

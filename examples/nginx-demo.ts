@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { PROVIDER_MODULE, providerOpensslConf } from '../client/agent/provider-config';
+import { parseHostPort } from '../common/names';
 import { defaultStateDir } from '../server/bootstrap/embedded-default';
 import { DEFAULT_HTTP_LISTEN } from '../server/config/load-config';
 import { CLI, ensureDemoGateway, type DemoGateway } from './support/demo-gateway';
@@ -95,6 +96,8 @@ http {
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { key: { type: 'string', default: 'dev-ec' } } });
   const keyName = values.key as string;
+  const nginxAddress = parseHostPort(NGINX_LISTEN);
+  if (!nginxAddress) throw new Error(`HSMGW_NGINX_LISTEN must be host:port (got ${JSON.stringify(NGINX_LISTEN)})`);
   if (!fs.existsSync(PROVIDER_MODULE)) throw new Error(`${PROVIDER_MODULE} is missing: run \`npm run build:provider\` (it needs libssl-dev)`);
   ensureNginx();
   const gateway = await ensureDemoGateway(log);
@@ -126,7 +129,7 @@ async function main(): Promise<void> {
       log(`nginx exited (${code}); stopping`);
       stop();
     });
-    const [host, port] = [NGINX_LISTEN.slice(0, NGINX_LISTEN.lastIndexOf(':')), NGINX_LISTEN.slice(NGINX_LISTEN.lastIndexOf(':') + 1)];
+    const { host, port } = nginxAddress;
     log(`nginx on https://${host}:${port}/ with the token's ${keyName} certificate; its key stays in the HSM`);
     log(`try:  curl --cacert ${files.crt} --resolve localhost:${port}:${host} https://localhost:${port}/`);
     log(`metrics: the gateway's on http://${process.env.HSMGW_METRICS_LISTEN || DEFAULT_HTTP_LISTEN}/metrics, the agent's on http://${AGENT_METRICS}/metrics; nginx's files in ${dir}`);

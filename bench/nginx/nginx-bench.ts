@@ -21,6 +21,7 @@ import { fmt, fmtSpread, markdownTable } from '../support/table';
 import type { Target } from '../support/targets';
 import { SIGN_KEYS, type KeyKind } from '../sign/sign-specs';
 import { makePemKeys } from '../handshake/handshake-bench';
+import { PROVIDER_MODULE } from '../../client/agent/provider-config';
 import { freePort } from '../../test/support/free-port';
 import {
   keylessPem, run, startAgent, startNginx, writeOpensslConf, type AgentProcess, type KeylessFiles, type NginxSite, type ServerProcess,
@@ -75,8 +76,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** Why this section cannot run here, or undefined. */
 async function missingParts(): Promise<string | undefined> {
-  const provider = path.resolve(__dirname, '..', '..', '..', 'client', 'keyless', 'native', 'build', 'hsmgw-provider.so');
-  if (!fs.existsSync(provider)) return 'the standalone provider is not built (npm run build:provider)';
+  if (!fs.existsSync(PROVIDER_MODULE)) return 'the standalone provider is not built (npm run build:provider)';
   if (!fs.existsSync(LIBP11_ENGINE)) return `libp11's engine is missing (${LIBP11_ENGINE}: apt-get install libengine-pkcs11-openssl)`;
   if ((await run('nginx', ['-v'])).code !== 0) return 'nginx is not installed (apt-get install nginx)';
   return undefined;

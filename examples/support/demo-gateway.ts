@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { defaultStateDir } from '../../server/bootstrap/embedded-default';
+import { parseHostPort } from '../../common/names';
 import { DEFAULT_GRPC_LISTEN } from '../../server/config/load-config';
 
 export const CLI = path.resolve(__dirname, '..', '..', '..', 'bin', 'hsm-gateway.js');
@@ -20,10 +21,12 @@ export interface DemoGateway {
   stop(): void;
 }
 
-function splitHostPort(listen: string): { host: string; port: number } {
-  const at = listen.lastIndexOf(':');
-  const host = listen.slice(0, at).replace(/^\[|\]$/g, '');
-  return { host: host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host, port: Number(listen.slice(at + 1)) };
+/** Where to reach a listen address: a wildcard host is reached on loopback. */
+function reachable(listen: string): { host: string; port: number } {
+  const address = parseHostPort(listen);
+  if (!address) throw new Error(`HSMGW_LISTEN must be host:port (got ${JSON.stringify(listen)})`);
+  const host = address.host === '0.0.0.0' ? '127.0.0.1' : address.host === '::' ? '::1' : address.host;
+  return { host, port: address.port };
 }
 
 function answers(host: string, port: number): Promise<boolean> {
@@ -35,7 +38,7 @@ function answers(host: string, port: number): Promise<boolean> {
 
 export async function ensureDemoGateway(log: (line: string) => void): Promise<DemoGateway> {
   const listen = process.env.HSMGW_LISTEN || DEFAULT_GRPC_LISTEN;
-  const { host, port } = splitHostPort(listen);
+  const { host, port } = reachable(listen);
   const pkiDir = path.join(defaultStateDir(), 'pki');
   const pki = { ca: path.join(pkiDir, 'ca.pem'), cert: path.join(pkiDir, 'client.pem'), key: path.join(pkiDir, 'client.key') };
   const endpoint = `localhost:${port}`;

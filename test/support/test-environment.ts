@@ -77,6 +77,11 @@ export interface TestEnvironment {
 }
 
 const MANIFEST = 'test-environment.json';
+/**
+ * Bumped whenever prepare() puts something new on the token or in the PKI: a fixture kept from an
+ * older checkout (the bench keeps its own across runs) is then prepared again, in place.
+ */
+const FIXTURE_VERSION = 2; // 2: the ticket-key roots of issue 14
 
 export async function writeIdentity(dir: string, name: string, ca: CertificateAuthority, opts: Parameters<typeof issueLeaf>[1]): Promise<ClientIdentity> {
   const issued = await issueLeaf(ca, opts);
@@ -150,7 +155,7 @@ async function prepare(): Promise<TestEnvironment> {
       },
     },
   };
-  fs.writeFileSync(path.join(TEST_STATE_DIR, MANIFEST), JSON.stringify(env, null, 2));
+  fs.writeFileSync(path.join(TEST_STATE_DIR, MANIFEST), JSON.stringify({ ...env, fixtureVersion: FIXTURE_VERSION }, null, 2));
   return env;
 }
 
@@ -160,7 +165,8 @@ let cached: TestEnvironment | undefined;
 export async function testEnvironment(): Promise<TestEnvironment> {
   if (cached) return cached;
   const manifest = path.join(TEST_STATE_DIR, MANIFEST);
-  cached = fs.existsSync(manifest) ? (JSON.parse(fs.readFileSync(manifest, 'utf8')) as TestEnvironment) : await prepare();
+  const kept = fs.existsSync(manifest) ? (JSON.parse(fs.readFileSync(manifest, 'utf8')) as TestEnvironment & { fixtureVersion?: number }) : undefined;
+  cached = kept?.fixtureVersion === FIXTURE_VERSION ? kept : await prepare();
   process.env.SOFTHSM2_CONF = cached.softhsmConf;
   return cached;
 }
